@@ -1,0 +1,207 @@
+"""The reference interpreter: a Program run on torch tensors, optionally batched.
+
+This defines what a rule means. Every other path (sympy, the CPU fast path, the Triton
+kernels, exported code) is tested against it in float64.
+
+Batching: the leading ``batch_dims`` dimensions of ``w`` index independent problems
+(candidates x learning rates x seeds, say). Reductions and matrix built-ins act on the
+remaining dimensions only, and hyperparameters, ``step`` and ``lr`` may be tensors that
+broadcast against ``w`` (shape ``(B, 1, ..., 1)`` gives one value per problem).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Mapping, Sequence
+
+import torch
+
+from .builtins import BUILTINS, NEWTON_SCHULZ_COEFFS, NEWTON_SCHULZ_EPS, NEWTON_SCHULZ_STEPS
+from .errors import DSLError
+from .ir import Call, Const, Expr, Name, Program
+
+Scalar = float | torch.Tensor
+
+
+class _Context:
+    """What built-ins need beyond their arguments: the parameter's shape and batching."""
+
+    def __init__(self, shape: torch.Size, batch_dims: int, dtype: torch.dtype,
+                 device: torch.device, generator: torch.Generator | None,
+                 noise: Callable[[torch.Size], torch.Tensor] | None) -> None:
+        self.shape = shape
+        self.batch_dims = batch_dims
+        self.dtype = dtype
+        self.device = device
+        self.generator = generator
+        self.noise = noise
+        self.reduce_dims = tuple(range(batch_dims, len(shape)))
+
+    def full(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` broadcast to the parameter's shape."""
+        return torch.broadcast_to(x, torch.broadcast_shapes(x.shape, self.shape))
+
+    def reduce(self, fn, x: torch.Tensor) -> torch.Tensor:
+        x = self.full(x)
+        if not self.reduce_dims:  # a 0-d parameter: reducing one element
+            return fn(x.unsqueeze(-1), (-1,)).squeeze(-1)
+        return fn(x, self.reduce_dims)
+
+    def as_matrix(self, x: torch.Tensor) -> torch.Tensor:
+        """The matrix view: (batch..., rows, cols), vectors and scalars as one row."""
+        x = self.full(x)
+        batch, param = x.shape[:self.batch_dims], x.shape[self.batch_dims:]
+        rows = param[0] if len(param) >= 2 else 1
+        cols = math.prod(param) // rows if rows else 0
+        return x.reshape(*batch, rows, cols)
+
+    def randn(self) -> torch.Tensor:
+        if self.noise is not None:
+            return self.noise(self.shape).to(dtype=self.dtype, device=self.device)
+        return torch.randn(self.shape, generator=self.generator, dtype=self.dtype, device=self.device)
+
+
+def newton_schulz(x: torch.Tensor) -> torch.Tensor:
+    """Muon's orthogonalization of a batch of matrices ``(..., rows, cols)``.
+
+    X = x / (||x||_F + eps); transpose when rows > cols; then X <- aX + (bA + cA^2)X with
+    A = XX^T, five times; transpose back; scale by sqrt(max(1, rows/cols)).
+    """
+    a, b, c = NEWTON_SCHULZ_COEFFS
+    rows, cols = x.shape[-2], x.shape[-1]
+    X = x / (torch.linalg.matrix_norm(x, keepdim=True) + NEWTON_SCHULZ_EPS)
+    tall = rows > cols
+    if tall:
+        X = X.mT
+    for _ in range(NEWTON_SCHULZ_STEPS):
+        A = X @ X.mT
+        B = b * A + c * (A @ A)
+        X = a * X + B @ X
+    if tall:
+        X = X.mT
+    return X * math.sqrt(max(1.0, rows / cols))
+
+
+def _orthogonalize(ctx: _Context, x: torch.Tensor) -> torch.Tensor:
+    m = ctx.as_matrix(x)
+    return newton_schulz(m).reshape(ctx.full(x).shape)
+
+
+def _row_mean(ctx: _Context, x: torch.Tensor) -> torch.Tensor:
+    m = ctx.as_matrix(x)
+    return m.mean(dim=-1, keepdim=True).expand(m.shape).reshape(ctx.full(x).shape)
+
+
+def _col_mean(ctx: _Context, x: torch.Tensor) -> torch.Tensor:
+    m = ctx.as_matrix(x)
+    return m.mean(dim=-2, keepdim=True).expand(m.shape).reshape(ctx.full(x).shape)
+
+
+def _numel(ctx: _Context, x: torch.Tensor) -> torch.Tensor:
+    n = math.prod(ctx.shape[ctx.batch_dims:])
+    return torch.full(ctx.shape[:ctx.batch_dims] + (1,) * len(ctx.reduce_dims), float(n),
+                      dtype=ctx.dtype, device=ctx.device)
+
+
+#: name -> f(ctx, *args) for every built-in; all operate on tensors of the compute dtype.
+TORCH_IMPL: dict[str, Callable[..., torch.Tensor]] = {
+    "add": lambda ctx, a, b: a + b,
+    "sub": lambda ctx, a, b: a - b,
+    "mul": lambda ctx, a, b: a * b,
+    "div": lambda ctx, a, b: a / b,
+    "pow": lambda ctx, a, b: torch.pow(a, b),
+    "neg": lambda ctx, a: -a,
+    "abs": lambda ctx, x: torch.abs(x),
+    "sign": lambda ctx, x: torch.sign(x),
+    "sqrt": lambda ctx, x: torch.sqrt(x),
+    "rsqrt": lambda ctx, x: torch.rsqrt(x),
+    "exp": lambda ctx, x: torch.exp(x),
+    "log": lambda ctx, x: torch.log(x),
+    "square": lambda ctx, x: x * x,
+    "tanh": lambda ctx, x: torch.tanh(x),
+    "relu": lambda ctx, x: torch.clamp_min(x, 0.0),
+    "clip": lambda ctx, x, c: torch.minimum(torch.maximum(x, -c), c),
+    "maximum": lambda ctx, a, b: torch.maximum(a, b),
+    "minimum": lambda ctx, a, b: torch.minimum(a, b),
+    "interp": lambda ctx, a, b, beta: (1.0 - beta) * a + beta * b,
+    "gt": lambda ctx, a, b: (a > b).to(ctx.dtype),
+    "where": lambda ctx, c, a, b: torch.where(c > 0, a, b),
+    "norm": lambda ctx, x: ctx.reduce(lambda t, d: torch.sqrt(torch.sum(t * t, dim=d, keepdim=True)), x),
+    "rms": lambda ctx, x: ctx.reduce(lambda t, d: torch.sqrt(torch.mean(t * t, dim=d, keepdim=True)), x),
+    "mean": lambda ctx, x: ctx.reduce(lambda t, d: torch.mean(t, dim=d, keepdim=True), x),
+    "sum": lambda ctx, x: ctx.reduce(lambda t, d: torch.sum(t, dim=d, keepdim=True), x),
+    "numel": _numel,
+    "orthogonalize": _orthogonalize,
+    "row_mean": _row_mean,
+    "col_mean": _col_mean,
+    "randn": lambda ctx: ctx.randn(),
+}
+assert set(TORCH_IMPL) == set(BUILTINS), "every built-in needs an interpreter implementation"
+
+
+def run(program: Program, w: torch.Tensor, g: torch.Tensor, states: Sequence[torch.Tensor], *,
+        step: Scalar, lr: Scalar, hyperparameters: Mapping[str, Scalar] | None = None,
+        batch_dims: int = 0, generator: torch.Generator | None = None,
+        noise: Callable[[torch.Size], torch.Tensor] | None = None,
+        ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """One application of the rule: ``(u, new_states) = program(w, g, states; step, lr, hyper)``.
+
+    Computes in the dtype of ``w`` (use float64 for reference results). Hyperparameters
+    default to the program's defaults; unknown names are a DSLError. ``randn()`` draws from
+    ``generator`` (or calls ``noise(shape)`` when given, for tests that share noise).
+    Returns the update ``u`` and the new states, all shaped like ``w``; the caller applies
+    ``w <- w - lr * u``.
+    """
+    if len(states) != len(program.state_names):
+        raise DSLError(f"rule '{program.name}' has {len(program.state_names)} state(s) "
+                       f"{list(program.state_names)}, got {len(states)}")
+    hyper = program.hyperparameter_defaults
+    if hyperparameters:
+        unknown = set(hyperparameters) - set(hyper)
+        if unknown:
+            raise DSLError(f"unknown hyperparameter(s) {sorted(unknown)} for rule '{program.name}'",
+                           hint=f"it takes {', '.join(hyper) or 'none'}")
+        hyper.update(hyperparameters)
+    dtype, device = w.dtype, w.device
+    ctx = _Context(w.shape, batch_dims, dtype, device, generator, noise)
+
+    def scalar(v: Scalar) -> torch.Tensor:
+        return torch.as_tensor(v, dtype=dtype, device=device)
+
+    env: dict[str, torch.Tensor] = {"w": w, "g": g.to(dtype), "step": scalar(step), "lr": scalar(lr)}
+    env.update({n: s.to(dtype) for n, s in zip(program.state_names, states)})
+    env.update({n: scalar(v) for n, v in hyper.items()})
+
+    def ev(e: Expr) -> torch.Tensor:
+        if isinstance(e, Name):
+            return env[e.id]
+        if isinstance(e, Const):
+            return scalar(e.value)
+        assert isinstance(e, Call)
+        return TORCH_IMPL[e.fn](ctx, *[ev(a) for a in e.args])
+
+    for stmt in program.body:
+        env[stmt.target] = ev(stmt.expr)
+    update = ctx.full(ev(program.update))
+    return update, [ctx.full(env[s]) for s in program.state_names]
+
+
+def trajectory(program: Program, w: torch.Tensor, grads: Sequence[torch.Tensor] | Callable, *,
+               steps: int, lr: Scalar | Callable[[int], Scalar],
+               hyperparameters: Mapping[str, Scalar] | None = None,
+               generator: torch.Generator | None = None) -> list[torch.Tensor]:
+    """Parameters after each of ``steps`` updates ``w <- w - lr * u`` from zero states.
+
+    ``grads`` is a list of gradients or a function ``grad(w, t) -> g`` (t from 1).
+    ``lr`` is a number or a function of the step. Returns ``[w_1, ..., w_steps]``.
+    """
+    states = [torch.zeros_like(w) for _ in program.state_names]
+    out = []
+    for t in range(1, steps + 1):
+        g = grads(w, t) if callable(grads) else grads[t - 1]
+        lr_t = lr(t) if callable(lr) else lr
+        u, states = run(program, w, g, states, step=float(t), lr=lr_t,
+                        hyperparameters=hyperparameters, generator=generator)
+        w = w - lr_t * u
+        out.append(w)
+    return out
