@@ -10,7 +10,7 @@ which is what the sympy bridge, the fingerprint and the code generators consume.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterator, Mapping
 
 from .errors import DSLError
@@ -161,8 +161,20 @@ class Program:
     body: tuple[Assign, ...]
     update: Expr
     docstring: str | None = None
+    #: Catalog facts (paper, year, origin, provenance, ...); not part of equality.
+    metadata: tuple[tuple[str, str], ...] = field(default=(), compare=False, repr=False)
 
     # -- views ---------------------------------------------------------------
+    @property
+    def meta(self) -> dict[str, str]:
+        """Catalog metadata as a dict (empty for programs not from the catalog)."""
+        return dict(self.metadata)
+
+    def with_metadata(self, **facts: str) -> "Program":
+        """A copy with metadata entries added or replaced."""
+        merged = {**self.meta, **facts}
+        return replace(self, metadata=tuple(merged.items()))
+
     @property
     def hyperparameter_defaults(self) -> dict[str, float]:
         """``{name: default}`` in declaration order."""
@@ -245,7 +257,7 @@ class Program:
             raise DSLError(f"unknown hyperparameter(s) {sorted(unknown)} for rule '{self.name}'",
                            hint=f"it takes {', '.join(self.hyperparameter_names) or 'none'}")
         hp = tuple((n, float(values.get(n, d))) for n, d in self.hyperparameters)
-        return Program(self.name, self.state_names, hp, self.body, self.update, self.docstring)
+        return replace(self, hyperparameters=hp)
 
     def __str__(self) -> str:
         return self.source()
