@@ -1,0 +1,201 @@
+"""The ``optdisco`` command: list, show, export, eval, search, report, bench.
+
+Each sub-command is a thin layer over a package function; heavy imports (ray, sympy,
+evaluators) happen inside the command that needs them so ``optdisco list`` stays quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from .dsl import DSLError, Program
+
+console = Console()
+
+
+def _rule(arg: str) -> Program:
+    from .discovered.optimizer import resolve_rule
+    return resolve_rule(arg)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """A table of the catalog: name, origin, state tensors per parameter, paper."""
+    from . import catalog
+    table = Table(title=f"optdisco catalog ({len(catalog.names())} rules)")
+    for col in ("name", "origin", "states", "paper"):
+        table.add_column(col, overflow="fold")
+    for name in catalog.names():
+        p = catalog.get(name)
+        meta = p.meta
+        states = f"{len(p.state_names)}" + (f" ({', '.join(p.state_names)})" if p.state_names else "")
+        table.add_row(name, meta.get("Origin", ""), states, meta.get("Paper", ""))
+    console.print(table)
+    return 0
+
+
+def memory_per_parameter(p: Program, state_bytes: int = 4) -> str:
+    """State memory per parameter element, e.g. '2 tensors = 8 bytes/param (fp32 states)'."""
+    n = len(p.state_names)
+    return f"{n} state tensor{'s' if n != 1 else ''} = {n * state_bytes} bytes/param (fp32 states)"
+
+
+def equivalent_catalog_rules(p: Program) -> list[str]:
+    """Catalog rules that compute the same updates as ``p`` (equal fingerprints)."""
+    from . import catalog
+    fp = p.fingerprint()
+    return [n for n in catalog.names() if catalog.get(n).fingerprint() == fp]
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    """Source, simplified math, LaTeX, memory and catalog equivalents of a rule."""
+    from .dsl.symbolic import simplified
+    p = _rule(args.rule)
+    console.rule(f"[bold]{p.name}")
+    for key, value in p.metadata:
+        console.print(f"[bold]{key}:[/bold] {value}", highlight=False)
+    console.print("\n[bold]source[/bold]")
+    console.print(p.source(), highlight=False, markup=False)
+    sym = simplified(p)
+    console.print("[bold]simplified math[/bold]")
+    console.print(f"  u = {sym.update}", highlight=False, markup=False)
+    for name, expr in sym.states.items():
+        console.print(f"  {name}' = {expr}", highlight=False, markup=False)
+    console.print("\n[bold]LaTeX[/bold]")
+    console.print(p.latex(), highlight=False, markup=False)
+    console.print(f"\n[bold]memory:[/bold] {memory_per_parameter(p)}")
+    same = [n for n in equivalent_catalog_rules(p) if n != p.name]
+    console.print(f"[bold]equivalent catalog rules:[/bold] {', '.join(same) if same else 'none'}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write the rule as a standalone torch optimizer, LaTeX or Markdown."""
+    from .discovered.export import export
+    p = _rule(args.rule)
+    text = export(p, args.format)
+    if args.output in (None, "-"):
+        sys.stdout.write(text)
+    else:
+        Path(args.output).write_text(text, encoding="utf-8")
+        console.print(f"wrote {args.output} ({args.format})")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Evaluate a rule against tuned AdamW on proxy or held-out tasks."""
+    from .evaluators import cli_support
+    if args.list_tasks:
+        console.print(cli_support.list_tasks_table())
+        return 0
+    if not args.rule:
+        raise SystemExit("optdisco eval: give a RULE (or --list-tasks)")
+    tasks = args.task or None
+    out = cli_support.eval_command(_rule(args.rule), tasks=tasks, suite=args.suite,
+                                   seeds=args.seeds, budget=args.budget)
+    console.print(out)
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    """Run (or resume) a discovery campaign."""
+    from .search import cli_support
+    overrides = {k: v for k, v in {
+        "preset": args.preset, "budget": args.budget, "workers": args.workers, "seed": args.seed,
+        "db": args.db, "warm_start": args.warm_start, "strategy": args.strategy,
+        "surrogate": args.surrogate or None}.items() if v is not None}
+    return cli_support.run_search(args.config, overrides, resume=args.resume, address=args.address)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Write a campaign's HTML report."""
+    from .search import cli_support
+    path = cli_support.write_report(args.db, args.output)
+    console.print(f"wrote {path}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Run one of the benchmark scripts in benchmarks/ (from a source checkout)."""
+    import runpy
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / f"bench_{args.what}.py"
+    if not script.exists():
+        raise SystemExit(f"optdisco bench: {script} not found (benchmarks ship with the source checkout)")
+    sys.argv = [str(script), *args.rest]
+    runpy.run_path(str(script), run_name="__main__")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``optdisco`` command."""
+    ap = argparse.ArgumentParser(prog="optdisco", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("list", help="the catalog of rules")
+    s.set_defaults(fn=cmd_list)
+
+    s = sub.add_parser("show", help="a rule's source, math, LaTeX, memory and equivalents")
+    s.add_argument("rule", help="catalog name, rule file, or DB:ID")
+    s.set_defaults(fn=cmd_show)
+
+    s = sub.add_parser("export", help="a rule as a standalone torch optimizer, LaTeX or Markdown")
+    s.add_argument("rule")
+    s.add_argument("--format", "-f", default="torch", choices=["torch", "latex", "markdown"])
+    s.add_argument("-o", "--output", default=None, help="output file (default: stdout)")
+    s.set_defaults(fn=cmd_export)
+
+    s = sub.add_parser("eval", help="evaluate a rule against tuned AdamW")
+    s.add_argument("rule", nargs="?")
+    s.add_argument("--task", action="append", help="a task name (repeatable)")
+    s.add_argument("--suite", default="proxy", choices=["proxy", "heldout"])
+    s.add_argument("--seeds", type=int, default=1)
+    s.add_argument("--budget", type=float, default=1.0, help="multiplies each task's default steps")
+    s.add_argument("--list-tasks", action="store_true", help="list the tasks with sizes and budgets")
+    s.set_defaults(fn=cmd_eval)
+
+    s = sub.add_parser("search", help="run a discovery campaign")
+    s.add_argument("config", nargs="?", help="a campaign TOML file (default: embedded defaults)")
+    s.add_argument("--preset", choices=["quick", "standard", "large"])
+    s.add_argument("--budget", type=int, help="number of evaluations")
+    s.add_argument("--workers", type=int)
+    s.add_argument("--seed", type=int)
+    s.add_argument("--db", help="campaign store path (default: ./runs/<time>.db)")
+    s.add_argument("--warm-start", dest="warm_start", help="catalog name, rule file or DB:ID")
+    s.add_argument("--strategy", choices=["evolution", "random"])
+    s.add_argument("--surrogate", action="store_true", help="rank children with a learned predictor")
+    s.add_argument("--address", help="join an existing Ray cluster")
+    s.add_argument("--resume", help="continue the campaign in this store")
+    s.set_defaults(fn=cmd_search)
+
+    s = sub.add_parser("report", help="a campaign's HTML report")
+    s.add_argument("db")
+    s.add_argument("-o", "--output", default="report.html")
+    s.set_defaults(fn=cmd_report)
+
+    s = sub.add_parser("bench", help="run a benchmark script: kernels, eval or search")
+    s.add_argument("what", choices=["kernels", "eval", "search"])
+    s.add_argument("rest", nargs=argparse.REMAINDER)
+    s.set_defaults(fn=cmd_bench)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``optdisco`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except DSLError as e:
+        console.print(f"[red]error:[/red] {e}", highlight=False)
+        return 2
+    except (KeyError, ValueError, FileNotFoundError, TypeError) as e:
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        console.print(f"[red]error:[/red] {message}", highlight=False)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

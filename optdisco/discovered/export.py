@@ -1,0 +1,285 @@
+"""Exporters: a rule as a standalone PyTorch optimizer file, as LaTeX, as Markdown.
+
+The torch exporter writes a file that imports only torch and math: the rule's statements
+are printed as they are, with built-in calls routed to a small ``_Ops`` class whose methods
+restate the interpreter's semantics for one parameter tensor.
+"""
+
+from __future__ import annotations
+
+import keyword
+import re
+
+from ..dsl import BUILTINS, Program
+from ..dsl.builtins import NEWTON_SCHULZ_COEFFS, NEWTON_SCHULZ_EPS, NEWTON_SCHULZ_STEPS
+from ..dsl.ir import Call, Expr
+from ..dsl.printer import expr_source
+from .optimizer import default_lr
+
+FORMATS = ("torch", "latex", "markdown")
+
+# One method per built-in, restating optdisco.dsl.interpreter.TORCH_IMPL for an unbatched
+# tensor. Test: every catalog rule's exported file reproduces the interpreter's trajectory.
+_OPS_METHODS = {
+    "abs": "    def abs(self, x):\n        return torch.abs(x)\n",
+    "sign": "    def sign(self, x):\n        return torch.sign(x)\n",
+    "sqrt": "    def sqrt(self, x):\n        return torch.sqrt(x)\n",
+    "rsqrt": "    def rsqrt(self, x):\n        return torch.rsqrt(x)\n",
+    "exp": "    def exp(self, x):\n        return torch.exp(x)\n",
+    "log": "    def log(self, x):\n        return torch.log(x)\n",
+    "square": "    def square(self, x):\n        return x * x\n",
+    "tanh": "    def tanh(self, x):\n        return torch.tanh(x)\n",
+    "relu": "    def relu(self, x):\n        return torch.clamp_min(x, 0.0)\n",
+    "clip": "    def clip(self, x, c):\n        \"\"\"x clamped to [-c, c].\"\"\"\n"
+            "        return torch.minimum(torch.maximum(x, -c), c)\n",
+    "maximum": "    def maximum(self, a, b):\n        return torch.maximum(a, b)\n",
+    "minimum": "    def minimum(self, a, b):\n        return torch.minimum(a, b)\n",
+    "interp": "    def interp(self, a, b, beta):\n        \"\"\"(1 - beta) * a + beta * b.\"\"\"\n"
+              "        return (1.0 - beta) * a + beta * b\n",
+    "gt": "    def gt(self, a, b):\n        \"\"\"1.0 where a > b, else 0.0.\"\"\"\n"
+          "        return (a > b).to(self.dtype)\n",
+    "where": "    def where(self, c, a, b):\n        \"\"\"a where c > 0, else b.\"\"\"\n"
+             "        return torch.where(c > 0, a, b)\n",
+    "norm": "    def norm(self, x):\n        x = self.full(x)\n"
+            "        return torch.sqrt(torch.sum(x * x))\n",
+    "rms": "    def rms(self, x):\n        x = self.full(x)\n"
+           "        return torch.sqrt(torch.mean(x * x))\n",
+    "mean": "    def mean(self, x):\n        return torch.mean(self.full(x))\n",
+    "sum": "    def sum(self, x):\n        return torch.sum(self.full(x))\n",
+    "numel": "    def numel(self, x):\n        return self.scalar(float(self.shape.numel()))\n",
+    "orthogonalize": (
+        "    def orthogonalize(self, x):\n"
+        "        \"\"\"Muon's Newton-Schulz orthogonalization of the matrix view.\"\"\"\n"
+        "        m = self.matrix(x)\n"
+        f"        a, b, c = {NEWTON_SCHULZ_COEFFS!r}\n"
+        "        rows, cols = m.shape\n"
+        f"        X = m / (torch.linalg.matrix_norm(m) + {NEWTON_SCHULZ_EPS!r})\n"
+        "        if rows > cols:\n            X = X.mT\n"
+        f"        for _ in range({NEWTON_SCHULZ_STEPS}):\n"
+        "            A = X @ X.mT\n            B = b * A + c * (A @ A)\n            X = a * X + B @ X\n"
+        "        if rows > cols:\n            X = X.mT\n"
+        "        return (X * math.sqrt(max(1.0, rows / cols))).reshape(self.shape)\n"),
+    "row_mean": "    def row_mean(self, x):\n        m = self.matrix(x)\n"
+                "        return m.mean(dim=-1, keepdim=True).expand(m.shape).reshape(self.shape)\n",
+    "col_mean": "    def col_mean(self, x):\n        m = self.matrix(x)\n"
+                "        return m.mean(dim=-2, keepdim=True).expand(m.shape).reshape(self.shape)\n",
+    "randn": "    def randn(self):\n"
+             "        return torch.randn(self.shape, generator=self.generator, dtype=self.dtype,"
+             " device=self.device)\n",
+}
+_OPERATORS = {"add", "sub", "mul", "div", "pow", "neg"}
+assert set(_OPS_METHODS) | _OPERATORS == set(BUILTINS), "every built-in needs an exported method"
+
+_OPS_PRELUDE = '''class _Ops:
+    """The rule language's built-ins for one parameter tensor of shape ``shape``."""
+
+    def __init__(self, w, generator=None):
+        self.shape, self.dtype, self.device = w.shape, w.dtype, w.device
+        self.generator = generator
+
+    def scalar(self, v):
+        return torch.as_tensor(v, dtype=self.dtype, device=self.device)
+
+    def full(self, x):
+        """x broadcast to the parameter's shape."""
+        return torch.broadcast_to(x, torch.broadcast_shapes(x.shape, self.shape))
+
+    def matrix(self, x):
+        """The matrix view: rows = first dim, cols = the rest; a vector is one row."""
+        x = self.full(x)
+        rows = self.shape[0] if len(self.shape) >= 2 else 1
+        return x.reshape(rows, -1) if x.numel() else x.reshape(rows, 0)
+
+'''
+
+
+def _class_name(name: str) -> str:
+    parts = [p for p in re.split(r"_+", name) if p]
+    cls = "".join(p[:1].upper() + p[1:] for p in parts) or "Rule"
+    return cls if not keyword.iskeyword(cls) else cls + "_"
+
+
+def _calls(program: Program) -> set[str]:
+    exprs: list[Expr] = [a.expr for a in program.body] + [program.update]
+    return {n.fn for e in exprs for n in e.walk() if isinstance(n, Call)}
+
+
+def _ops_expr(e: Expr, ops: str) -> str:
+    """Rule-text printing with every built-in call routed through the ops object."""
+    text = expr_source(e)
+    # Calls are the only places a built-in name is followed by "(" (names of values
+    # cannot be built-in names: the parser forbids it).
+    return re.sub(r"\b(" + "|".join(sorted(_OPS_METHODS, key=len, reverse=True)) + r")\(",
+                  ops + r".\1(", text)
+
+
+def to_torch(program: Program, class_name: str | None = None) -> str:
+    """A standalone Python file defining the rule as a ``torch.optim.Optimizer`` subclass.
+
+    The file imports only ``math`` and ``torch``; its optimizer has the rule's
+    hyperparameters as keyword arguments, float32 states for 16-bit parameters, and
+    reproduces :class:`optdisco.Optimizer`'s trajectory.
+    """
+    cls = class_name or _class_name(program.name)
+    used = _calls(program)
+    hyper = program.hyperparameters
+    clash = {"params", "seed", "self"} & set(program.hyperparameter_names)
+    if clash:
+        raise ValueError(f"cannot export rule '{program.name}': hyperparameter name(s) {sorted(clash)} "
+                         "clash with the optimizer's own arguments; rename them")
+    taken = set(program.input_names) | {a.target for a in program.body} | {"_Ops", "torch", "math"}
+
+    def fresh(base: str) -> str:
+        name = base
+        while name in taken:
+            name += "_"
+        taken.add(name)
+        return name
+
+    ops, gen, upd = fresh("_ops"), fresh("generator"), fresh("u")
+    fn = f"{program.name}_rule"
+    sig = ", ".join(["w", "g", *program.state_names])
+    kw = ", ".join(["step", "lr", *[f"{n}={v!r}" for n, v in hyper]])
+    body = [f"def {fn}({sig}, *, {kw}, {gen}=None):",
+            f'    """One application of the rule: returns (u, new_states); the caller does w -= lr * u."""',
+            f"    {ops} = _Ops(w, {gen})",
+            f"    g = g.to(w.dtype)"]
+    for n in ("step", "lr", *[n for n, _ in hyper]):
+        body.append(f"    {n} = {ops}.scalar({n})")
+    for st in program.state_names:
+        body.append(f"    {st} = {st}.to(w.dtype)")
+    for a in program.body:
+        body.append(f"    {a.target} = {_ops_expr(a.expr, ops)}")
+    body.append(f"    {upd} = {ops}.full({_ops_expr(program.update, ops)})")
+    states_tuple = "".join(f"{ops}.full({st}), " for st in program.state_names)
+    body.append(f"    return {upd}, ({states_tuple})")
+    methods = "\n".join(_OPS_METHODS[name] for name in sorted(used) if name in _OPS_METHODS)
+    doc_lines = (program.docstring or program.name).strip().splitlines()
+    summary = doc_lines[0] if doc_lines else program.name
+    rule_comment = "\n".join("#   " + line for line in program.source().rstrip().splitlines())
+    hyper_args = "".join(f", {n}={v!r}" for n, v in hyper)
+    group_hyper = ", ".join(f"{n}={n}" for n, _ in hyper)
+    states = ", ".join(repr(s) for s in program.state_names)
+    return f'''"""{cls}: {summary.replace('"""', "'''")}
+
+A standalone PyTorch optimizer generated by optdisco from this rule (w <- w - lr * u):
+
+{rule_comment}
+"""
+
+import math
+
+import torch
+
+
+{_OPS_PRELUDE}{methods}
+
+{chr(10).join(body)}
+
+
+class {cls}(torch.optim.Optimizer):
+    """The rule {program.name!r} as a torch optimizer; 16-bit parameters keep float32 states."""
+
+    STATE_NAMES = ({states}{"," if len(program.state_names) == 1 else ""})
+
+    def __init__(self, params, lr={default_lr(program)!r}{", *" if hyper else ""}{hyper_args}, seed=None):
+        if not lr >= 0.0:
+            raise ValueError(f"invalid learning rate: {{lr}}")
+        super().__init__(params, dict(lr=lr{", " if hyper else ""}{group_hyper}))
+        self.generator = torch.Generator()
+        self.generator.manual_seed(seed if seed is not None else torch.initial_seed() % (2**63))
+
+    @staticmethod
+    def _state_dtype(p):
+        return torch.float32 if p.dtype in (torch.float16, torch.bfloat16) else p.dtype
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            hyper = {{k: group[k] for k in ({", ".join(repr(n) for n, _ in hyper)}{"," if len(hyper) == 1 else ""})}}
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError("{cls} does not support sparse gradients")
+                state = self.state[p]
+                if not state:
+                    state["step"] = torch.tensor(0.0)
+                    for name in self.STATE_NAMES:
+                        state[name] = torch.zeros_like(p, dtype=self._state_dtype(p),
+                                                       memory_format=torch.preserve_format)
+                state["step"] += 1
+                dtype = self._state_dtype(p)
+                w = p.to(dtype)
+                u, new = {fn}(w, p.grad.to(dtype), *[state[n] for n in self.STATE_NAMES],
+                              step=float(state["step"]), lr=float(group["lr"]),
+                              {gen}=self.generator, **hyper)
+                for name, value in zip(self.STATE_NAMES, new):
+                    state[name].copy_(value)
+                p.copy_(w - float(group["lr"]) * u)
+        return loss
+
+    def state_dict(self):
+        sd = super().state_dict()
+        sd["generator_state"] = self.generator.get_state()
+        return sd
+
+    def load_state_dict(self, state_dict):
+        state_dict = dict(state_dict)
+        generator_state = state_dict.pop("generator_state", None)
+        super().load_state_dict(state_dict)
+        if generator_state is not None:
+            self.generator.set_state(generator_state)
+
+    @staticmethod
+    def _process_value_according_to_param_policy(param, value, param_id, param_groups, key=None):
+        # Keep float32 states for 16-bit parameters (torch would cast them to the param dtype).
+        if key == "step":
+            return value
+        if param.is_floating_point() and value.is_floating_point():
+            dtype = torch.float32 if param.dtype in (torch.float16, torch.bfloat16) else param.dtype
+            return value.to(dtype=dtype, device=param.device)
+        return value.to(device=param.device)
+'''
+
+
+def to_latex(program: Program) -> str:
+    """A standalone LaTeX fragment: the rule's name, summary and aligned update equations."""
+    doc = (program.docstring or "").strip().splitlines()
+    summary = doc[0] if doc else ""
+    esc = summary.replace("\\", r"\textbackslash{}").replace("&", r"\&").replace("%", r"\%") \
+        .replace("_", r"\_").replace("#", r"\#")
+    name = program.name.replace("_", r"\_")
+    return f"% {program.name}: generated by optdisco\n\\paragraph{{{name}}} {esc}\n{program.latex()}\n"
+
+
+def to_markdown(program: Program) -> str:
+    """A Markdown page: summary, metadata, the rule text, and its equations."""
+    doc = (program.docstring or "").strip().splitlines()
+    lines = [f"# {program.name}", ""]
+    if doc:
+        lines += [doc[0], ""]
+    for key, value in program.metadata:
+        lines.append(f"- **{key}**: {value}")
+    if program.metadata:
+        lines.append("")
+    states = ", ".join(program.state_names) or "none"
+    lines += [f"State tensors per parameter: {len(program.state_names)} ({states})", "",
+              "```python", program.source().rstrip(), "```", "",
+              "$$", program.latex(), "$$", ""]
+    return "\n".join(lines)
+
+
+def export(program: Program, fmt: str) -> str:
+    """The program in format ``fmt`` (one of :data:`FORMATS`)."""
+    if fmt == "torch":
+        return to_torch(program)
+    if fmt == "latex":
+        return to_latex(program)
+    if fmt == "markdown":
+        return to_markdown(program)
+    raise ValueError(f"unknown export format '{fmt}'; choose one of {', '.join(FORMATS)}")

@@ -1,0 +1,207 @@
+"""``optdisco.Optimizer``: any rule as a ``torch.optim.Optimizer``.
+
+Each parameter ``w`` with gradient ``g`` is updated by the rule's program::
+
+    (u, s_1', ..., s_k') = rule(w, g, s_1, ..., s_k; step, lr, hyperparameters)
+    w <- w - lr * u
+
+with the states ``s_i`` shaped like ``w`` and zero before the first step. bf16/fp16
+parameters keep float32 states (also after ``load_state_dict``). The rule's source and a
+format version travel inside ``state_dict()`` so that a checkpoint says which rule made it.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Iterable
+
+import torch
+
+from ..dsl import DSLError, Program, parse
+
+FORMAT_VERSION = 1
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+DEFAULT_LR = 1e-3
+
+
+def state_dtype(param: torch.Tensor) -> torch.dtype:
+    """The dtype of a parameter's rule states: float32 for 16-bit floats, else the parameter's."""
+    return torch.float32 if param.dtype in _LOW_PRECISION else param.dtype
+
+
+def resolve_rule(rule: "str | Program | os.PathLike") -> Program:
+    """A Program from a Program, a catalog name, rule text, or the path of a rule file.
+
+    ``DB:ID`` (a program in a campaign store) is resolved by :mod:`optdisco.search` when
+    installed with it.
+    """
+    if isinstance(rule, Program):
+        return rule
+    if isinstance(rule, os.PathLike):
+        return parse(open(rule, encoding="utf-8").read())
+    if not isinstance(rule, str):
+        raise TypeError(f"rule must be a name, rule text, a path or a Program, not {type(rule).__name__}")
+    if "def " in rule and "(" in rule:
+        return parse(rule)
+    from .. import catalog
+    if rule in catalog.names():
+        return catalog.get(rule)
+    if os.path.isfile(rule):
+        return parse(open(rule, encoding="utf-8").read())
+    if ":" in rule and not os.path.exists(rule):
+        db, _, ident = rule.rpartition(":")
+        if os.path.isfile(db):
+            try:
+                from ..search.store import load_program  # type: ignore[attr-defined]
+            except ImportError as e:
+                raise DSLError(f"cannot read '{rule}': campaign stores need optdisco.search ({e})") from None
+            return load_program(db, ident)
+    return catalog.get(rule)  # raises the catalog's error, with a did-you-mean
+
+
+def default_lr(program: Program) -> float:
+    """The rule's suggested learning rate (``lr=`` in its catalog Defaults), else 1e-3."""
+    defaults = program.meta.get("Defaults", "")
+    for part in defaults.replace(";", ",").split(","):
+        key, _, value = part.strip().partition("=")
+        if key.strip() == "lr":
+            try:
+                return float(value.strip().split()[0])
+            except (ValueError, IndexError):
+                break
+    return DEFAULT_LR
+
+
+def same_rule(a: Program, b: Program) -> bool:
+    """Whether two programs are the same rule up to name, docstring and default values."""
+    return (a.state_names == b.state_names and a.hyperparameter_names == b.hyperparameter_names
+            and a.body == b.body and a.update == b.update)
+
+
+class Optimizer(torch.optim.Optimizer):
+    """Runs an update rule: a catalog name, rule text, a rule file path or a Program.
+
+    ``Optimizer(params, "lion", lr=1e-4, beta2=0.98)`` builds a torch optimizer whose
+    param groups carry ``lr`` and every hyperparameter of the rule (per-group values
+    allowed). ``backend`` picks the execution path ("auto", "eager", "foreach",
+    "compile", "triton"; see :mod:`optdisco.kernels`). ``seed`` seeds ``randn()``.
+    """
+
+    def __init__(self, params: Iterable, rule: "str | Program", lr: float | None = None, *,
+                 backend: str = "auto", seed: int | None = None, **hyperparameters: float) -> None:
+        program = resolve_rule(rule)
+        unknown = set(hyperparameters) - set(program.hyperparameter_names)
+        if unknown:
+            raise TypeError(
+                f"unexpected hyperparameter(s) {sorted(unknown)} for rule '{program.name}'; "
+                f"it takes lr{''.join(', ' + n for n in program.hyperparameter_names)}")
+        if lr is None:
+            lr = default_lr(program)
+        if not isinstance(lr, torch.Tensor) and not lr >= 0.0:
+            raise ValueError(f"invalid learning rate: {lr}")
+        defaults: dict[str, Any] = {"lr": lr, **program.hyperparameter_defaults}
+        defaults.update({k: float(v) for k, v in hyperparameters.items()})
+        self.program = program
+        self.backend_name = backend
+        self._backends: dict[str, Any] = {}
+        self._generator = torch.Generator()
+        self._generator.manual_seed(seed if seed is not None else torch.initial_seed() % (2**63))
+        super().__init__(params, defaults)
+        # Fail early on an unknown or unavailable backend, not at the first step.
+        for group in self.param_groups:
+            for p in group["params"]:
+                self._backend_for(p.device)
+
+    def _backend_for(self, device: torch.device):
+        key = str(device)
+        if key not in self._backends:
+            from ..kernels import get_backend
+            self._backends[key] = get_backend(self.program, self.backend_name, device)
+        return self._backends[key]
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None):
+        """One update of every parameter that has a gradient; returns the closure's loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        names = self.program.state_names
+        for group in self.param_groups:
+            hyper = {n: float(group[n]) for n in self.program.hyperparameter_names}
+            by_device: dict[str, tuple[list, list, list, list]] = {}
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError(
+                        f"optdisco.Optimizer (rule '{self.program.name}') does not support sparse "
+                        "gradients; use a dense embedding or torch.optim.SparseAdam for it")
+                if p.is_complex():
+                    raise RuntimeError("optdisco.Optimizer does not support complex parameters; "
+                                       "optimize torch.view_as_real(p) instead")
+                state = self.state[p]
+                if not state:
+                    state["step"] = torch.tensor(0.0)
+                    for n in names:
+                        state[n] = torch.zeros_like(p, dtype=state_dtype(p),
+                                                    memory_format=torch.preserve_format)
+                state["step"] += 1
+                lists = by_device.setdefault(str(p.device), ([], [], [], []))
+                lists[0].append(p)
+                lists[1].append(p.grad)
+                lists[2].append([state[n] for n in names])
+                lists[3].append(float(state["step"]))
+            for device, (params, grads, states, steps) in by_device.items():
+                self._backend_for(params[0].device).step(
+                    params, grads, states, steps=steps, lr=float(group["lr"]),
+                    hyperparameters=hyper, generator=self._generator)
+        return loss
+
+    # -- checkpoints -------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """torch's state dict plus ``optdisco``: format version, rule source and noise state."""
+        sd = super().state_dict()
+        sd["optdisco"] = {
+            "format_version": FORMAT_VERSION,
+            "rule_name": self.program.name,
+            "rule_source": self.program.source(),
+            "generator_state": self._generator.get_state(),
+        }
+        return sd
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load a checkpoint made by the same rule; states stay float32 for 16-bit parameters."""
+        meta = state_dict.get("optdisco")
+        if meta is None:
+            raise ValueError(
+                "this checkpoint was not made by optdisco.Optimizer (no 'optdisco' entry); "
+                f"it cannot be loaded into rule '{self.program.name}'")
+        version = meta.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ValueError(f"checkpoint format version {version} is not supported "
+                             f"(this optdisco reads version {FORMAT_VERSION})")
+        saved = parse(meta["rule_source"])
+        if not same_rule(saved, self.program):
+            raise ValueError(
+                f"checkpoint was made by rule '{saved.name}', but this optimizer runs rule "
+                f"'{self.program.name}'; build Optimizer(params, <that rule>) to load it.\n"
+                f"checkpoint rule:\n{saved.source()}")
+        plain = {k: v for k, v in state_dict.items() if k != "optdisco"}
+        super().load_state_dict(plain)
+        if meta.get("generator_state") is not None:
+            self._generator.set_state(meta["generator_state"])
+
+    @staticmethod
+    def _process_value_according_to_param_policy(param, value, param_id, param_groups, key=None):
+        # torch casts floating state to the parameter's dtype on load; rule states of 16-bit
+        # parameters must stay float32 or a resumed run drifts from an uninterrupted one.
+        if key == "step":
+            return value
+        if param.is_floating_point() and value.is_floating_point():
+            return value.to(dtype=state_dtype(param), device=param.device)
+        return value.to(device=param.device)
+
+    def __repr__(self) -> str:
+        return f"optdisco.Optimizer(rule='{self.program.name}', backend='{self.backend_name}', " \
+               f"groups={len(self.param_groups)})"
