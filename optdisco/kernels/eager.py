@@ -1,0 +1,50 @@
+"""The reference backend: the interpreter applied to one tensor at a time."""
+
+from __future__ import annotations
+
+import torch
+
+from ..dsl import Program
+from ..dsl.interpreter import run
+from .precision import compute_dtype
+
+
+def _noise_source(generator: torch.Generator | None, device: torch.device):
+    """``noise(shape)`` drawing from ``generator`` even when it lives on another device."""
+    if generator is None or generator.device == device:
+        return None, generator
+    return (lambda shape: torch.randn(shape, generator=generator, device=generator.device)), None
+
+
+def shares_memory(t: torch.Tensor, others: list[torch.Tensor]) -> bool:
+    """Whether ``t`` views the storage of any tensor in ``others``."""
+    ptr = t.untyped_storage().data_ptr()
+    return any(o.untyped_storage().data_ptr() == ptr for o in others)
+
+
+class EagerBackend:
+    """Runs :func:`optdisco.dsl.interpreter.run` per parameter (the semantics every path matches)."""
+
+    name = "eager"
+
+    def __init__(self, program: Program) -> None:
+        self.program = program
+
+    def step(self, params, grads, states, *, steps, lr, hyperparameters, generator=None) -> None:
+        """In place: ``(u, new) = rule(w, g, s)``; ``s <- new``; ``w <- w - lr * u`` per tensor.
+
+        Computed in the states' dtype (float32 for 16-bit parameters); the parameter is
+        rounded once, to nearest even, when written.
+        """
+        for w, g, s, t in zip(params, grads, states, steps):
+            dtype = compute_dtype(w)
+            w_c = w.to(dtype)
+            noise, gen = _noise_source(generator, w.device)
+            u, new = run(self.program, w_c, g, s, step=float(t), lr=lr,
+                         hyperparameters=hyperparameters, generator=gen, noise=noise)
+            w_new = w_c - lr * u
+            inputs = [w, g, *s]
+            new = [n.clone() if shares_memory(n, inputs) else n for n in new]
+            for dst, src in zip(s, new):
+                dst.copy_(src)
+            w.copy_(w_new)
