@@ -1,0 +1,141 @@
+"""The catalog's rule files: they parse, are named right, document their paper, and round-trip."""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+
+import pytest
+
+import optdisco
+import optdisco.catalog as catalog  # noqa: E402  (a submodule import, not the lazy attribute)
+from optdisco.discovered.catalog import CatalogError, load_text, parse_docstring
+from optdisco.dsl import DSLError, parse
+
+REQUIRED = ["sgd", "momentum", "nesterov", "adam", "adamw", "nadam", "nadamw", "radam", "rmsprop",
+            "adagrad", "adagradnorm", "lion", "lion_tanh", "lion_clip", "signsgd", "powersign",
+            "addsign", "lamb", "lars", "adan", "adabelief", "adamp", "sgdp", "exadam",
+            "gradient_noise", "muon", "adafactor"]
+KEYS = ["Paper", "Year", "Formula", "Defaults", "Origin", "Notes"]
+
+
+def rule_files():
+    root = resources.files("optdisco.discovered")
+    out = []
+    for folder in ("known", "found"):
+        if (root / folder).is_dir():
+            out += [(folder, f) for f in (root / folder).iterdir() if f.name.endswith(".rule")]
+    return sorted(out, key=lambda t: t[1].name)
+
+
+FILES = rule_files()
+
+
+def test_names_contain_every_required_rule_and_are_sorted():
+    names = catalog.names()
+    assert names == sorted(names)
+    assert set(REQUIRED) <= set(names), sorted(set(REQUIRED) - set(names))
+    assert names == [f.name[:-5] for _, f in FILES]
+
+
+def test_public_alias_is_the_same_catalog():
+    assert optdisco.catalog.names() == catalog.names()
+    assert optdisco.catalog.get("adam") is catalog.get("adam")  # cached
+
+
+@pytest.mark.parametrize("folder,path", FILES, ids=[f.name for _, f in FILES])
+def test_rule_file_parses_names_itself_and_documents_its_paper(folder, path):
+    text = path.read_text(encoding="utf-8")
+    prog = parse(text)
+    assert prog.name == path.name[:-len(".rule")]
+    assert text.count("def ") == 1
+    summary, facts = parse_docstring(prog.docstring)
+    assert summary and "\n" not in summary
+    for key in KEYS:
+        assert facts.get(key), f"{path.name}: docstring lacks {key}"
+    assert facts["Origin"] == folder
+    assert re.fullmatch(r"\d{4}", facts["Year"]), facts["Year"]
+    assert "\\" not in prog.docstring  # the printer keeps such docstrings only as escaped repr
+
+
+@pytest.mark.parametrize("name", catalog.names())
+def test_catalog_program_round_trips_and_carries_metadata(name):
+    p = catalog.get(name)
+    assert parse(p.source()) == p
+    assert parse(p.source()).source() == p.source()
+    meta = p.meta
+    assert meta["Origin"] in ("known", "found")
+    assert meta["Source"].endswith(f"/{name}.rule")
+    assert meta["Summary"]
+
+
+@pytest.mark.parametrize("name", catalog.names())
+def test_defaults_give_a_learning_rate_and_agree_with_the_signature(name):
+    p = catalog.get(name)
+    pairs = dict(re.findall(r"\b([A-Za-z_][A-Za-z0-9_]*)=([^,;\s]+)", p.meta["Defaults"]))
+    assert "lr" in pairs, p.meta["Defaults"]
+    assert float(pairs["lr"]) > 0
+    for hp, default in p.hyperparameters:
+        assert hp in pairs, f"{name}: Defaults does not mention {hp}"
+        try:
+            stated = float(pairs[hp])
+        except ValueError:  # a symbol such as alpha=e
+            continue
+        assert stated == default, f"{name}: Defaults says {hp}={stated}, the signature {default}"
+
+
+def test_optimizer_default_lr_is_the_catalog_lr():
+    from optdisco.discovered.optimizer import default_lr
+    assert default_lr(catalog.get("lion")) == 1e-4
+    assert default_lr(catalog.get("adafactor")) == 1.0
+
+
+def test_unknown_name_is_a_key_error_with_close_matches():
+    with pytest.raises(KeyError) as info:
+        catalog.get("adamm")
+    err = info.value
+    assert isinstance(err, catalog.UnknownRule)
+    assert "adam" in err.close and "did you mean" in str(err)
+    with pytest.raises(catalog.UnknownRule, match="names()"):
+        catalog.get("zzzzqqq")
+
+
+def test_entries_list_every_rule():
+    entries = catalog.entries()
+    assert [e.name for e in entries] == catalog.names()
+    lion = next(e for e in entries if e.name == "lion")
+    assert lion.states == ("m",) and lion.origin == "known" and "2302.06675" in lion.paper
+
+
+GOOD = '''def r(w, g, m, *, beta=0.9):
+    """A rule.
+
+    Paper: A. Author, "T", arXiv:0000.00000
+    Year: 2020
+    Formula: m <- beta * m + (1 - beta) * g;
+      w <- w - lr * m
+    Defaults: lr=0.1, beta=0.9
+    Origin: known
+    Notes: none
+    """
+    m = interp(g, m, beta)
+    return m, m
+'''
+
+
+def test_docstring_values_may_continue_on_the_next_line():
+    p = load_text("r", GOOD, "known", "known/r.rule")
+    assert p.meta["Formula"] == "m <- beta * m + (1 - beta) * g; w <- w - lr * m"
+    assert p.meta["Summary"] == "A rule."
+
+
+def test_malformed_rule_files_are_catalog_errors():
+    with pytest.raises(CatalogError, match="named 'r'"):
+        load_text("s", GOOD, "known", "known/s.rule")
+    with pytest.raises(CatalogError, match="Notes"):
+        load_text("r", GOOD.replace("    Notes: none\n", ""), "known", "known/r.rule")
+    with pytest.raises(CatalogError, match="Origin"):
+        load_text("r", GOOD, "found", "found/r.rule")
+    with pytest.raises(CatalogError, match="Campaign"):
+        load_text("r", GOOD.replace("Origin: known", "Origin: found"), "found", "found/r.rule")
+    assert issubclass(CatalogError, DSLError)
