@@ -21,8 +21,8 @@ def __getattr__(name: str):
         from .discovered.optimizer import Optimizer
         return Optimizer
     if name == "catalog":
-        from . import catalog
-        return catalog
+        import importlib
+        return importlib.import_module(".catalog", __name__)
     if name == "equivalent":
         from .dsl.equivalence import equivalent
         return equivalent

@@ -189,18 +189,24 @@ class Optimizer(torch.optim.Optimizer):
                 f"checkpoint rule:\n{saved.source()}")
         plain = {k: v for k, v in state_dict.items() if k != "optdisco"}
         super().load_state_dict(plain)
+        self._restore_state_precision(plain)
         if meta.get("generator_state") is not None:
             self._generator.set_state(meta["generator_state"])
 
-    @staticmethod
-    def _process_value_according_to_param_policy(param, value, param_id, param_groups, key=None):
-        # torch casts floating state to the parameter's dtype on load; rule states of 16-bit
-        # parameters must stay float32 or a resumed run drifts from an uninterrupted one.
-        if key == "step":
-            return value
-        if param.is_floating_point() and value.is_floating_point():
-            return value.to(dtype=state_dtype(param), device=param.device)
-        return value.to(device=param.device)
+    def _restore_state_precision(self, state_dict: dict[str, Any]) -> None:
+        # torch's load casts floating state to the parameter's dtype (bf16 for a bf16
+        # parameter); rule states must stay float32 or a resumed run drifts from an
+        # uninterrupted one. Reload them from the checkpoint's own (float32) tensors.
+        saved_ids = [i for g in state_dict["param_groups"] for i in g["params"]]
+        params = [p for g in self.param_groups for p in g["params"]]
+        for pid, p in zip(saved_ids, params):
+            saved = state_dict["state"].get(pid)
+            if saved is None or state_dtype(p) == p.dtype:
+                continue
+            for name in self.program.state_names:
+                value = saved.get(name)
+                if isinstance(value, torch.Tensor):
+                    self.state[p][name] = value.to(dtype=state_dtype(p), device=p.device, copy=True)
 
     def __repr__(self) -> str:
         return f"optdisco.Optimizer(rule='{self.program.name}', backend='{self.backend_name}', " \
