@@ -42,6 +42,25 @@ def signsgd(w, g, st, t, lr, wd=0.0):
     return w - lr * (torch.sign(g) + wd * w)
 
 
+def signum(w, g, st, t, lr, beta=0.9, wd=0.0):
+    m = zeros(st, "m", w)
+    m.mul_(beta).add_((1 - beta) * g)
+    return w - lr * (torch.sign(m) + wd * w)
+
+
+def ldog(w, g, st, t, lr, reps_rel=1e-6, eps=1e-8, wd=0.0):
+    # The authors' LDoG for one layer: rbar and G start at the first step.
+    d = g + wd * w
+    if t == 1:
+        st["x0"] = w.clone()
+        st["rbar"] = reps_rel * (1 + w.norm())
+        st["G"] = (d ** 2).sum() + eps
+    else:
+        st["rbar"] = torch.maximum(st["rbar"], torch.norm(w - st["x0"]))
+        st["G"] = st["G"] + (d ** 2).sum()
+    return w - lr * st["rbar"] / torch.sqrt(st["G"]) * d
+
+
 def powersign(w, g, st, t, lr, beta=0.9, alpha=math.e):
     m = zeros(st, "m", w)
     m.mul_(beta).add_((1 - beta) * g)
@@ -199,13 +218,13 @@ REFERENCES = {
     "lion": lion_family(lambda c: torch.sign(c)),
     "lion_tanh": lion_family(lambda c, kappa=1000.0: torch.tanh(kappa * c)),
     "lion_clip": lion_family(lambda c, kappa=1000.0: torch.clamp(kappa * c, -1.0, 1.0)),
-    "signsgd": signsgd, "powersign": powersign, "addsign": addsign, "adagradnorm": adagradnorm,
+    "signsgd": signsgd, "signum": signum, "ldog": ldog, "powersign": powersign, "addsign": addsign, "adagradnorm": adagradnorm,
     "lamb": lamb, "lars": lars, "adan": adan, "adabelief": adabelief, "adamp": adamp,
     "sgdp": sgdp, "exadam": exadam, "gradient_noise": gradient_noise, "muon": muon,
     "adafactor": adafactor,
 }
 TORCH_TWINS = {"sgd", "momentum", "nesterov", "adam", "adamw", "nadam", "nadamw", "radam",
-               "rmsprop", "adagrad"}  # tested against torch.optim in test_reference_torch.py
+               "rmsprop", "adagrad", "adamax", "amsgrad"}  # tested against torch.optim in test_reference_torch.py
 
 # (rule, hyperparameters, lr); every rule with its defaults and once with other values.
 CASES = [
@@ -213,6 +232,8 @@ CASES = [
     ("lion_tanh", {}, 0.01), ("lion_tanh", {"kappa": 3.0, "wd": 0.1, "beta2": 0.9}, 0.02),
     ("lion_clip", {}, 0.01), ("lion_clip", {"kappa": 2.0, "wd": 0.1, "beta1": 0.5}, 0.02),
     ("signsgd", {}, 0.01), ("signsgd", {"wd": 0.2}, 0.01),
+    ("signum", {}, 0.01), ("signum", {"beta": 0.5, "wd": 0.2}, 0.01),
+    ("ldog", {}, 1.0), ("ldog", {"reps_rel": 1e-3, "eps": 1e-6, "wd": 0.1}, 0.5),
     ("powersign", {}, 0.02), ("powersign", {"beta": 0.5, "alpha": 2.0}, 0.02),
     ("addsign", {}, 0.02), ("addsign", {"beta": 0.7, "alpha": 1.5}, 0.02),
     ("adagradnorm", {}, 0.5), ("adagradnorm", {"b0": 2.0}, 1.0),

@@ -40,6 +40,12 @@ CASES = [
      {"betas": (0.8, 0.99), "eps": 1e-6, "weight_decay": 0.1}, 0.02),
     ("radam", {"wd": 0.2}, torch.optim.RAdam, {"decoupled_weight_decay": False, "weight_decay": 0.2},
      0.01),
+    ("adamax", {}, torch.optim.Adamax, {}, 0.01),
+    ("adamax", {"beta1": 0.8, "beta2": 0.99, "eps": 1e-6, "wd": 0.1}, torch.optim.Adamax,
+     {"betas": (0.8, 0.99), "eps": 1e-6, "weight_decay": 0.1}, 0.02),
+    ("amsgrad", {}, torch.optim.Adam, {"amsgrad": True}, 0.01),
+    ("amsgrad", {"beta1": 0.8, "beta2": 0.95, "eps": 1e-6, "wd": 0.1}, torch.optim.Adam,
+     {"amsgrad": True, "betas": (0.8, 0.95), "eps": 1e-6, "weight_decay": 0.1}, 0.02),
     ("rmsprop", {}, torch.optim.RMSprop, {"alpha": 0.9}, 0.005),
     ("rmsprop", {"alpha": 0.99, "eps": 1e-6, "wd": 0.1}, torch.optim.RMSprop,
      {"alpha": 0.99, "eps": 1e-6, "weight_decay": 0.1}, 0.01),
@@ -111,3 +117,8 @@ def test_a_wrong_hyperparameter_is_caught():
     got = rule_path(catalog.get("adam"), w0, grad, STEPS, 0.01, {"beta2": 0.9991})
     with pytest.raises(AssertionError):
         assert_paths_close(got, want)
+
+
+def test_every_rule_listed_as_a_torch_twin_is_tested_here():
+    from test_reference_papers import TORCH_TWINS
+    assert {c[0] for c in CASES} == TORCH_TWINS
