@@ -6,7 +6,7 @@ rule's paper, formula, defaults and provenance in ``Program.metadata``; see
 """
 
 from .discovered.catalog import (CatalogError, Entry, UnknownRule, entries, get, names,
-                                 parse_docstring, reload)
+                                 parse_docstring, reload, rule_file_text)
 
 __all__ = ["names", "get", "entries", "reload", "UnknownRule", "CatalogError", "Entry",
-           "parse_docstring"]
+           "parse_docstring", "rule_file_text"]

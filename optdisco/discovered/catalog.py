@@ -8,8 +8,13 @@ continue on indented lines)::
     Year: 2023
     Formula: the paper's update in plain math
     Defaults: lr=1e-4, beta1=0.9, ...
-    Origin: known            (or found, with provenance keys)
+    Origin: known
     Notes: where the rule differs from the paper
+
+A found rule (in ``found/``) has ``Origin: found`` and instead of Paper/Year/Notes at least
+``Campaign:`` (the store and program id it came from) besides Formula and Defaults; any
+further provenance keys (validation results, date) are kept as metadata too.
+:func:`rule_file_text` writes such a file from a Program.
 
 :func:`get` returns the parsed :class:`~optdisco.dsl.Program` with these facts in
 ``Program.metadata`` (plus ``Summary`` and ``Source``, the file it came from). Files are
@@ -20,7 +25,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from importlib import resources
 
@@ -28,10 +33,12 @@ from ..dsl import DSLError, Program, parse
 
 #: Catalog folders inside the package, in lookup order.
 FOLDERS = ("known", "found")
-#: Docstring keys every rule file must have.
-REQUIRED_KEYS = ("Paper", "Year", "Formula", "Defaults", "Origin", "Notes")
-#: Extra docstring keys every found rule must have.
-FOUND_KEYS = ("Campaign",)
+#: Docstring keys each kind of rule file must have: a known rule cites its paper, a found
+#: rule names the campaign (store and program id) it came from.
+REQUIRED_KEYS = {
+    "known": ("Paper", "Year", "Formula", "Defaults", "Origin", "Notes"),
+    "found": ("Formula", "Defaults", "Origin", "Campaign"),
+}
 
 _KEY_LINE = re.compile(r"^([A-Z][A-Za-z0-9_]*):\s?(.*)$")
 
@@ -108,12 +115,29 @@ def load_text(name: str, text: str, folder: str, source: str) -> Program:
         raise CatalogError(f"{source}: the docstring must start with a one-line summary")
     if facts.get("Origin", folder) != folder:
         raise CatalogError(f"{source}: Origin is {facts['Origin']!r} but the file is in {folder}/")
-    wanted = REQUIRED_KEYS + (FOUND_KEYS if folder == "found" else ())
-    missing = [k for k in wanted if not facts.get(k)]
+    missing = [k for k in REQUIRED_KEYS[folder] if not facts.get(k)]
     if missing:
         raise CatalogError(f"{source}: docstring lacks {', '.join(missing)}",
                            hint="add 'Key: value' lines after the summary")
     return program.with_metadata(Summary=summary, **facts, Source=source)
+
+
+def rule_file_text(program: Program, summary: str, facts: dict[str, str]) -> str:
+    """The text of a catalog rule file for ``program``: its docstring rebuilt from facts.
+
+    ``summary`` is the one-line summary; ``facts`` the ``Key: value`` lines (for a found
+    rule at least Formula, Defaults, Origin="found" and Campaign). The result parses back
+    to ``program`` (docstring aside) and loads with :func:`load_text`.
+    """
+    if "\n" in summary or not summary.strip():
+        raise ValueError("the summary must be one non-empty line")
+    lines = [summary.strip(), ""]
+    for key, value in facts.items():
+        if not _KEY_LINE.match(f"{key}: x") or "\n" in value:
+            raise ValueError(f"bad fact {key!r}: keys are capitalized words, values one line")
+        lines.append(f"{key}: {value}")
+    doc = "\n    ".join(lines) + "\n    "
+    return replace(program, docstring=doc, metadata=()).source()
 
 
 def _rule_files() -> dict[str, tuple[str, str, str]]:
@@ -161,8 +185,8 @@ def entries() -> list[Entry]:
     for name in names():
         p = get(name)
         meta = p.meta
-        out.append(Entry(name, meta["Origin"], meta["Summary"], meta["Paper"], meta["Year"],
-                         p.state_names, p.hyperparameters))
+        out.append(Entry(name, meta["Origin"], meta["Summary"], meta.get("Paper", ""),
+                         meta.get("Year", ""), p.state_names, p.hyperparameters))
     return out
 
 
