@@ -218,13 +218,15 @@ REFERENCES = {
     "lion": lion_family(lambda c: torch.sign(c)),
     "lion_tanh": lion_family(lambda c, kappa=1000.0: torch.tanh(kappa * c)),
     "lion_clip": lion_family(lambda c, kappa=1000.0: torch.clamp(kappa * c, -1.0, 1.0)),
-    "signsgd": signsgd, "signum": signum, "ldog": ldog, "powersign": powersign, "addsign": addsign, "adagradnorm": adagradnorm,
+    "signsgd": signsgd, "signum": signum, "ldog": ldog, "powersign": powersign,
+    "addsign": addsign, "adagradnorm": adagradnorm,
     "lamb": lamb, "lars": lars, "adan": adan, "adabelief": adabelief, "adamp": adamp,
     "sgdp": sgdp, "exadam": exadam, "gradient_noise": gradient_noise, "muon": muon,
     "adafactor": adafactor,
 }
+# Tested against torch.optim in test_reference_torch.py.
 TORCH_TWINS = {"sgd", "momentum", "nesterov", "adam", "adamw", "nadam", "nadamw", "radam",
-               "rmsprop", "adagrad", "adamax", "amsgrad"}  # tested against torch.optim in test_reference_torch.py
+               "rmsprop", "adagrad", "adamax", "amsgrad"}
 
 # (rule, hyperparameters, lr); every rule with its defaults and once with other values.
 CASES = [
@@ -313,7 +315,8 @@ def test_adafactor_matrix_moment_is_factored_not_elementwise():
     # must not equal the unfactored one there.
     w0, grad = least_squares()
     factored = reference_path("adafactor", {}, w0, grad, 3, 1.0)[0][-1]
-    unfactored = reference_path("adafactor", {}, w0.reshape(-1), lambda w, t: grad(w.reshape(w0.shape), t).reshape(-1), 3, 1.0)[0][-1]
+    flat_grad = lambda w, t: grad(w.reshape(w0.shape), t).reshape(-1)  # noqa: E731
+    unfactored = reference_path("adafactor", {}, w0.reshape(-1), flat_grad, 3, 1.0)[0][-1]
     got = rule_path(catalog.get("adafactor"), w0, grad, 3, 1.0)[-1]
     assert (got - factored).abs().max() < 1e-12
     assert (got.reshape(-1) - unfactored).abs().max() > 1e-6
