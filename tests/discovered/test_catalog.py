@@ -154,3 +154,24 @@ def test_rule_file_text_writes_a_loadable_found_rule():
     assert parse(found.source()) == found
     with pytest.raises(ValueError):
         catalog.rule_file_text(lion, "two\nlines", facts)
+
+
+@pytest.mark.parametrize("name", catalog.names())
+def test_rule_with_catalog_defaults_trains_a_small_network(name):
+    # The Defaults (including lr) make a usable optimizer: 50 full-batch steps on a small
+    # classifier lower the loss and stay finite. A sign error or a wild default fails here.
+    import torch
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(128, 8, generator=gen)
+    y = (x[:, :2].sum(1) > 0).long()
+    torch.manual_seed(1)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 2))
+    opt = optdisco.Optimizer(model.parameters(), name, seed=0)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    start = loss_fn(model(x), y).item()
+    for _ in range(50):
+        opt.zero_grad()
+        loss_fn(model(x), y).backward()
+        opt.step()
+    end = loss_fn(model(x), y).item()
+    assert end == end and end < start, f"{name}: loss {start:.4f} -> {end:.4f}"
