@@ -175,3 +175,43 @@ def test_rule_with_catalog_defaults_trains_a_small_network(name):
         opt.step()
     end = loss_fn(model(x), y).item()
     assert end == end and end < start, f"{name}: loss {start:.4f} -> {end:.4f}"
+
+
+@pytest.mark.parametrize("name", catalog.names())
+def test_rule_runs_batched_like_separate_runs(name):
+    # The evaluators train many problems at once: a batch of 3 problems with their own
+    # hyperparameters and learning rates (tensors of shape (3, 1, 1)) must give each
+    # problem's separate run. Matrix problems, so reductions and matrix built-ins must
+    # respect the batch dimension.
+    import torch
+    from optdisco.dsl import run
+    prog = catalog.get(name)
+    gen = torch.Generator().manual_seed(0)
+    b, shape, steps = 3, (4, 5), 6
+    w = torch.randn(b, *shape, generator=gen, dtype=torch.float64)
+    targets = torch.randn(b, *shape, generator=gen, dtype=torch.float64)
+    noises = torch.randn(steps, b, *shape, generator=gen, dtype=torch.float64)
+    factors = torch.tensor([1.0, 0.99, 0.98], dtype=torch.float64)
+    hyper = {k: v * factors for k, v in prog.hyperparameters}
+    lrs = torch.tensor([1e-2, 2e-2, 5e-3], dtype=torch.float64)
+    col = (b, 1, 1)
+
+    def grad(x, t, target):  # a different problem per target, curved by t
+        return (x - target) * (1 + 0.1 * t) + 0.3 * x ** 3
+
+    ws = w.clone()
+    states = [torch.zeros_like(w) for _ in prog.state_names]
+    for t in range(1, steps + 1):
+        u, states = run(prog, ws, grad(ws, t, targets), states, step=float(t), lr=lrs.view(col),
+                        hyperparameters={k: v.view(col) for k, v in hyper.items()},
+                        batch_dims=1, noise=lambda s, t=t: noises[t - 1])
+        ws = ws - lrs.view(col) * u
+    for i in range(b):
+        wi = w[i].clone()
+        si = [torch.zeros_like(wi) for _ in prog.state_names]
+        for t in range(1, steps + 1):
+            u, si = run(prog, wi, grad(wi, t, targets[i]), si, step=float(t), lr=float(lrs[i]),
+                        hyperparameters={k: float(v[i]) for k, v in hyper.items()},
+                        noise=lambda s, t=t, i=i: noises[t - 1, i])
+            wi = wi - float(lrs[i]) * u
+        torch.testing.assert_close(ws[i], wi, rtol=1e-12, atol=1e-12)
