@@ -111,6 +111,17 @@ def adan(w, g, st, t, lr, beta1=0.98, beta2=0.92, beta3=0.99, eps=1e-8, wd=0.0):
     return (w - lr * step_) / (1 + lr * wd)
 
 
+def nadamw_algoperf(w, g, st, t, lr, beta1=0.9, beta2=0.999, eps=1e-8, wd=0.01):
+    # The AlgoPerf baseline: Adam's update with exp_avg advanced once more, decoupled decay.
+    m, v = zeros(st, "m", w), zeros(st, "v", w)
+    w = w * (1 - lr * wd)
+    m.mul_(beta1).add_(g, alpha=1 - beta1)
+    v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+    nesterov = m * beta1 + (1 - beta1) * g
+    denom = v.sqrt() / math.sqrt(1 - beta2 ** t) + eps
+    return w - lr / (1 - beta1 ** t) * nesterov / denom
+
+
 def adabelief(w, g, st, t, lr, beta1=0.9, beta2=0.999, eps=1e-16, wd=0.0):
     m, s = zeros(st, "m", w), zeros(st, "s", w)
     w = w * (1 - lr * wd)
@@ -221,7 +232,7 @@ REFERENCES = {
     "signsgd": signsgd, "signum": signum, "ldog": ldog, "powersign": powersign,
     "addsign": addsign, "adagradnorm": adagradnorm,
     "lamb": lamb, "lars": lars, "adan": adan, "adabelief": adabelief, "adamp": adamp,
-    "sgdp": sgdp, "exadam": exadam, "gradient_noise": gradient_noise, "muon": muon,
+    "sgdp": sgdp, "exadam": exadam, "nadamw_algoperf": nadamw_algoperf, "gradient_noise": gradient_noise, "muon": muon,
     "adafactor": adafactor,
 }
 # Tested against torch.optim in test_reference_torch.py.
@@ -242,6 +253,8 @@ CASES = [
     ("lamb", {}, 0.01), ("lamb", {"beta1": 0.8, "beta2": 0.99, "eps": 1e-8, "wd": 0.1}, 0.02),
     ("lars", {}, 0.1), ("lars", {"momentum": 0.5, "wd": 0.01, "eta": 0.1}, 0.1),
     ("adan", {}, 0.01), ("adan", {"beta1": 0.9, "beta2": 0.8, "beta3": 0.95, "wd": 0.1}, 0.02),
+    ("nadamw_algoperf", {}, 0.01),
+    ("nadamw_algoperf", {"beta1": 0.8, "beta2": 0.99, "eps": 1e-6, "wd": 0.2}, 0.02),
     ("adabelief", {}, 0.01), ("adabelief", {"beta1": 0.8, "beta2": 0.99, "eps": 1e-10, "wd": 0.1}, 0.02),
     ("adamp", {}, 0.01), ("adamp", {"beta1": 0.8, "wd": 0.1, "delta": 0.5, "wd_ratio": 0.3}, 0.02),
     ("sgdp", {}, 0.02), ("sgdp", {"momentum": 0.5, "dampening": 0.2, "wd": 0.1, "wd_ratio": 0.5}, 0.05),
