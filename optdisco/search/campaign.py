@@ -1,0 +1,332 @@
+"""The campaign driver: an asynchronous steady-state search loop over a store and an executor.
+
+There are no generations. The driver keeps up to ``D = workers x batch_size x queue``
+candidates ahead of the results: candidate ``i`` is proposed once ``i - D`` results have
+arrived, from exactly those first ``i - D`` results (so proposals do not depend on
+timing), and candidates are sent to workers in batches of ``batch_size``. Every result
+is one transaction in the store (record it, propose what it unlocks, form batches), so a
+campaign killed at any moment resumes from its last finished step, re-running only the
+batches that were in flight; with one worker and a fixed seed the resumed campaign ends
+exactly where an uninterrupted one does.
+
+A candidate whose fingerprint matches a program already evaluated (or in flight) in the
+store is a cache hit: it takes that program's fitness and is never trained.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+from ..dsl import parse
+from ..dsl.ir import Program
+from . import config as config_mod
+from .cache import fingerprint, settings_key
+from .evolution import Evolution
+from .executors import BatchFailure
+from .fitness import WORST
+from .store import ProgramRow, Store
+
+
+def search_settings(cfg: Mapping[str, Any], cache_dir: str | None = None) -> dict[str, Any]:
+    """The evaluation settings of the search phase (what its cache key is made of)."""
+    f = cfg["fitness"]
+    out = {"evaluator": f["evaluator"], "suite": f["suite"], "tasks": list(f["tasks"]),
+           "seeds": f["seeds"], "budget": f["budget"]}
+    return out
+
+
+def stage_settings(cfg: Mapping[str, Any], stage: Mapping[str, Any]) -> dict[str, Any]:
+    """A funnel stage's settings: the search settings with the stage's changes."""
+    out = search_settings(cfg)
+    for k in ("suite", "tasks", "seeds", "budget"):
+        if k in stage:
+            out[k] = list(stage[k]) if k == "tasks" else stage[k]
+    if "suite" in stage and "tasks" not in stage:
+        out["tasks"] = []  # another suite: its own tasks
+    return out
+
+
+@dataclass
+class Progress:
+    """What the live display shows; updated after every result."""
+
+    phase: str = "search"
+    done: int = 0
+    budget: int = 0
+    trained: int = 0
+    hits: int = 0
+    failed: int = 0
+    best_fitness: float = -math.inf
+    best_id: int | None = None
+    best_source: str = ""
+    started: float = field(default_factory=time.monotonic)
+    done_at_start: int = 0
+
+    @property
+    def rate(self) -> float:
+        """Results per second in this session (resumed work excluded)."""
+        dt = time.monotonic() - self.started
+        return (self.done - self.done_at_start) / dt if dt > 0 else 0.0
+
+    @property
+    def hit_rate(self) -> float:
+        return self.hits / self.done if self.done else 0.0
+
+
+class Campaign:
+    """One campaign: ``cfg`` (validated), a :class:`Store`, an executor, and a progress callback.
+
+    ``run()`` performs the search, then simplification and the funnel, and returns the
+    ids of the programs found (those that held up through every funnel stage).
+    """
+
+    def __init__(self, cfg: Mapping[str, Any], store: Store, executor, *,
+                 on_progress: Callable[[Progress], None] | None = None,
+                 warm_start: Program | None = None) -> None:
+        self.cfg = dict(cfg)
+        self.store = store
+        self.executor = executor
+        self.on_progress = on_progress or (lambda p: None)
+        self.progress = Progress(budget=cfg["budget"])
+        stored = store.get_meta("config")
+        if stored is None:
+            with store.transaction():
+                store.set_meta("config", config_mod.dumps(self.cfg))
+                store.set_meta("config_json", json.dumps(self.cfg))
+                store.set_meta("phase", "search")
+                store.set_meta("created", str(time.time()))
+                if warm_start is not None:
+                    store.set_meta("warm_start", warm_start.source())
+        ws = store.get_meta("warm_start")
+        self.warm_start = parse(ws) if ws else None
+        self.strategy = Evolution.from_config(self.cfg, self.warm_start)
+        d = cfg["distributed"]
+        self.batch_size = d["batch_size"]
+        self.max_retries = d["max_retries"]
+        self.depth = max(1, executor.workers) * d["batch_size"] * d["queue"]
+        self.settings = search_settings(self.cfg)
+        self.settings_key = settings_key(self.settings)
+        self._parsed: dict[int, Program] = {}
+        self._batches: dict[int, dict[str, Any]] = {}  # in flight: id -> {stage, programs, attempt}
+
+    # -- helpers --------------------------------------------------------------------------
+    def parse_row(self, row: ProgramRow) -> Program:
+        p = self._parsed.get(row.id)
+        if p is None:
+            p = self._parsed[row.id] = parse(row.source)
+        return p
+
+    def _runtime_settings(self, settings: Mapping[str, Any]) -> dict[str, Any]:
+        out = dict(settings)
+        out["time_limit"] = self.cfg["fitness"]["time_limit"] or None
+        out["cache_dir"] = str(self.store.path) + ".cache"
+        return out
+
+    def _submit(self, bid: int, stage: str, pids: Sequence[int], settings: Mapping[str, Any],
+                attempt: int) -> None:
+        sources = [self.store.program(pid).source for pid in pids]
+        self.store.batch_submitted(bid)
+        self._batches[bid] = {"stage": stage, "programs": list(pids), "attempt": attempt,
+                              "settings": dict(settings)}
+        self.executor.submit(bid, sources, self._runtime_settings(settings))
+
+    def _refresh_progress(self) -> None:
+        c = self.store.counts()
+        pr = self.progress
+        pr.done, pr.hits, pr.failed, pr.trained = c["done"], c["hits"], c["failed"], c["trained"]
+        row = self.store.db.execute(
+            "SELECT id, source, fitness FROM programs WHERE phase = 'search' AND seq IS NOT NULL "
+            "ORDER BY fitness DESC, seq LIMIT 1").fetchone()
+        if row is not None:
+            pr.best_fitness, pr.best_id, pr.best_source = row["fitness"], row["id"], row["source"]
+        self.on_progress(pr)
+
+    # -- the search loop --------------------------------------------------------------------
+    def _search_rows(self) -> list[ProgramRow]:
+        return self.store.programs("phase = 'search'")
+
+    def _propose_due(self, history: list[ProgramRow], n_generated: int) -> int:
+        """Propose every candidate that the results so far unlock; returns the new count."""
+        budget = self.cfg["budget"]
+        while n_generated < budget and n_generated < len(history) + self.depth:
+            i = n_generated
+            prop = self.strategy.propose(i, history[:max(0, i - self.depth)], self.parse_row)
+            fp = fingerprint(prop.program)
+            hit = self.store.find_fingerprint(fp, phase="search")
+            pid = self.store.add_program(prop.program, fp, parent=prop.parent, mutation=prop.mutation,
+                                         arm=prop.arm, phase="search",
+                                         status="pending" if hit is None else "waiting",
+                                         cache_of=None if hit is None else hit.id)
+            assert pid == i, "search candidates must be the first programs of a store"
+            if hit is not None and hit.seq is not None:
+                self.store.complete(pid, hit.fitness, "cached")
+                history.append(self.store.program(pid))
+            n_generated += 1
+        return n_generated
+
+    def _form_batches(self, final: bool) -> list[int]:
+        """Group proposed, unbatched candidates into batches; returns the new batch ids."""
+        pending = [r.id for r in self.store.programs("phase = 'search' AND status = 'pending'")]
+        new = []
+        while pending and (len(pending) >= self.batch_size or final
+                           or len(self._batches) + len(new) < self.executor.workers):
+            chunk, pending = pending[:self.batch_size], pending[self.batch_size:]
+            bid = self.store.add_batch("search", self.settings_key, chunk)
+            for pid in chunk:
+                self.store.set_status(pid, "queued", batch=bid)
+            new.append(bid)
+        return new
+
+    def _record(self, bid: int, outcome, history: list[ProgramRow] | None) -> bool:
+        """Store a finished batch (inside the caller's transaction); False if it is to be retried."""
+        info = self._batches.pop(bid)
+        stage, pids, attempt = info["stage"], info["programs"], info["attempt"]
+        skey = settings_key(info["settings"])
+        if isinstance(outcome, BatchFailure):
+            if attempt <= self.max_retries:
+                self.store.batch_finished(bid, "retrying", outcome.reason)
+                self._batches[bid] = dict(info, attempt=attempt + 1)
+                return False
+            self.store.batch_finished(bid, "failed", outcome.reason)
+            results = [{"fitness": WORST, "failure": f"batch failed after {attempt} attempt(s): "
+                                                     f"{outcome.reason}"} for _ in pids]
+        else:
+            self.store.batch_finished(bid, "done")
+            results = outcome
+        for pid, r in zip(pids, results):
+            self.store.add_evaluation(pid, stage, skey, r, attempt=attempt, batch=bid)
+            status = "failed" if r.get("failure") else "done"
+            if stage == "search":
+                self.store.complete(pid, float(r["fitness"]), status)
+                if history is not None:
+                    history.append(self.store.program(pid))
+                for w in self.store.programs("cache_of = ? AND status = 'waiting'", (pid,)):
+                    self.store.complete(w.id, float(r["fitness"]), "cached")
+                    if history is not None:
+                        history.append(self.store.program(w.id))
+            elif self.store.program(pid).phase != "search":
+                self.store.set_status(pid, status)
+        return True
+
+    def search(self) -> None:
+        """The steady-state loop, from wherever the store stands, until the budget is done."""
+        if self.store.get_meta("phase") != "search":
+            return
+        history = self.store.completed()
+        n_generated = len(self._search_rows())
+        self.progress.done_at_start = len(history)
+        # work that was in flight when the campaign stopped runs again, in its original batches
+        for b in self.store.open_batches():
+            if b["stage"] == "search":
+                with self.store.transaction():
+                    self._submit(b["id"], "search", b["programs"], self.settings, 1)
+        while True:
+            with self.store.transaction():
+                n_generated = self._propose_due(history, n_generated)
+                final = n_generated >= self.cfg["budget"]
+                new = self._form_batches(final)
+                for bid in new:
+                    self._submit(bid, "search", json.loads(self.store.db.execute(
+                        "SELECT programs FROM batches WHERE id = ?", (bid,)).fetchone()[0]), self.settings, 1)
+            self._refresh_progress()
+            if not self._batches:
+                waiting = self.store.programs("phase = 'search' AND status IN ('pending', 'waiting')")
+                if final and not waiting:
+                    break
+                if not waiting:
+                    continue
+                raise RuntimeError(f"campaign stalled with {len(waiting)} candidates waiting")  # pragma: no cover
+            events = []
+            while not events:
+                events = self.executor.wait(timeout=0.5)
+            for bid, outcome in sorted(events, key=lambda e: e[0]):
+                with self.store.transaction():
+                    if not self._record(bid, outcome, history):
+                        info = self._batches[bid]
+                        self._submit(bid, "search", info["programs"], self.settings, info["attempt"])
+                        continue
+                    n_generated = self._propose_due(history, n_generated)
+                    final = n_generated >= self.cfg["budget"]
+                    for nb in self._form_batches(final):
+                        self._submit(nb, "search", json.loads(self.store.db.execute(
+                            "SELECT programs FROM batches WHERE id = ?", (nb,)).fetchone()[0]),
+                            self.settings, 1)
+                self._refresh_progress()
+        with self.store.transaction():
+            self.store.set_meta("phase", "simplify")
+
+    # -- evaluating a list of programs (simplify, funnel) ----------------------------------------
+    def evaluate(self, programs: Sequence[Program], stage: str, settings: Mapping[str, Any], *,
+                 parents: Sequence[int | None] | None = None, mutation: str | None = None,
+                 arm: str = "funnel") -> list[tuple[int, float, dict[str, Any]]]:
+        """Evaluate programs under ``settings``, reusing any stored evaluation of an equivalent
+        program with the same settings; returns ``(program id, fitness, result)`` per program."""
+        skey = settings_key(settings)
+        parents = list(parents) if parents is not None else [None] * len(programs)
+        ids: list[int] = []
+        todo: list[int] = []
+        with self.store.transaction():
+            for p, parent in zip(programs, parents):
+                fp = fingerprint(p)
+                known = self.store.cached_evaluation(fp, skey)
+                same = self.store.db.execute(  # one row per behaviour: lineage stays in one place
+                    "SELECT id FROM programs WHERE fingerprint = ? AND cache_of IS NULL ORDER BY id LIMIT 1",
+                    (fp,)).fetchone()
+                if same is not None:
+                    pid = same["id"]
+                else:
+                    pid = self.store.add_program(p, fp, parent=parent, mutation=mutation, arm=arm,
+                                                 phase=arm, status="pending")
+                ids.append(pid)
+                if known is None and pid not in todo:
+                    todo.append(pid)
+            batches = []
+            for k in range(0, len(todo), self.batch_size):
+                chunk = todo[k:k + self.batch_size]
+                bid = self.store.add_batch(stage, skey, chunk)
+                batches.append(bid)
+                self._submit(bid, stage, chunk, settings, 1)
+        while self._batches:
+            events = self.executor.wait(timeout=0.5)
+            for bid, outcome in sorted(events, key=lambda e: e[0]):
+                with self.store.transaction():
+                    if not self._record(bid, outcome, None):
+                        info = self._batches[bid]
+                        self._submit(bid, info["stage"], info["programs"], info["settings"], info["attempt"])
+        out = []
+        for pid in ids:
+            fp = self.store.program(pid).fingerprint
+            ev = self.store.cached_evaluation(fp, skey)
+            assert ev is not None
+            out.append((pid, float(ev["fitness"]), ev))
+        return out
+
+    # -- after the search ---------------------------------------------------------------------
+    def top(self, k: int) -> list[ProgramRow]:
+        """The ``k`` best distinct programs of the search (by fitness; cache hits folded)."""
+        rows = self.store.programs("phase = 'search' AND seq IS NOT NULL AND cache_of IS NULL "
+                                   "AND status = 'done'", order="fitness DESC, seq")
+        return rows[:k]
+
+    def run(self) -> list[int]:
+        """Search, simplify the best, funnel them; returns the ids of the programs found."""
+        from .funnel import run_funnel
+        from .simplify import simplify_winners
+        self.search()
+        if self.store.get_meta("phase") == "simplify":
+            simplify_winners(self)
+            with self.store.transaction():
+                self.store.set_meta("phase", "funnel")
+        if self.store.get_meta("phase") == "funnel":
+            found = run_funnel(self)
+            with self.store.transaction():
+                self.store.set_meta("found", json.dumps(found))
+                self.store.set_meta("phase", "finished")
+                self.store.set_meta("finished", str(time.time()))
+        self.progress.phase = "finished"
+        self._refresh_progress()
+        return json.loads(self.store.get_meta("found") or "[]")

@@ -1,0 +1,249 @@
+"""Campaign configuration: the embedded defaults, presets, a TOML file and flags, validated.
+
+Layers, later wins: ``defaults.toml`` -> preset -> the user's TOML file -> command-line
+overrides. Validation runs on the merged result before anything else happens: an unknown
+key, a value of the wrong type or out of range is a :class:`ConfigError` naming the key.
+"""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping
+
+
+class ConfigError(ValueError):
+    """A campaign setting that does not exist or has a bad value."""
+
+
+@dataclass(frozen=True)
+class _Key:
+    kind: type | tuple[type, ...]
+    lo: float | None = None
+    hi: float | None = None
+    choices: tuple | None = None
+
+
+# The schema: section -> key -> rule. Keys of the top level live under "".
+SCHEMA: dict[str, dict[str, _Key]] = {
+    "": {
+        "seed": _Key(int, 0),
+        "budget": _Key(int, 1),
+        "strategy": _Key(str, choices=("evolution", "random")),
+        "warm_start": _Key(str),
+        "workers": _Key(int, 0),
+        "db": _Key(str),
+        "report": _Key(bool),
+        "surrogate": _Key(bool),
+    },
+    "evolution": {
+        "population": _Key(int, 2),
+        "tournament": _Key(int, 1),
+        "max_mutations": _Key(int, 1, 10),
+        "restart_after": _Key(int, 0),
+        "random_fraction": _Key(float, 0.0, 1.0),
+    },
+    "space": {
+        "max_statements": _Key(int, 1, 64),
+        "max_states": _Key(int, 0, 8),
+    },
+    "fitness": {
+        "evaluator": _Key(str, choices=("proxy", "quadratic")),
+        "suite": _Key(str),
+        "tasks": _Key(list),
+        "seeds": _Key(int, 1, 64),
+        "budget": _Key(float, 0.0),
+        "time_limit": _Key(float, 0.0),
+    },
+    "distributed": {
+        "address": _Key(str),
+        "batch_size": _Key(int, 1, 256),
+        "queue": _Key(int, 1, 64),
+        "max_retries": _Key(int, 0, 10),
+    },
+    "simplify": {
+        "enabled": _Key(bool),
+        "top_k": _Key(int, 0),
+        "tolerance": _Key(float, 0.0),
+    },
+    "funnel": {
+        "top_k": _Key(int, 0),
+        "threshold": _Key(float),
+        "stages": _Key(list),
+    },
+}
+
+STAGE_KEYS: dict[str, _Key] = {
+    "name": _Key(str),
+    "suite": _Key(str),
+    "tasks": _Key(list),
+    "seeds": _Key(int, 1, 64),
+    "budget": _Key(float, 0.0),
+}
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "quick": {"budget": 24, "evolution": {"population": 8, "tournament": 3},
+              "fitness": {"budget": 0.25}, "simplify": {"top_k": 1},
+              "funnel": {"top_k": 2, "stages": [{"name": "seeds", "seeds": 2, "budget": 0.25},
+                                                {"name": "heldout", "suite": "heldout", "seeds": 1,
+                                                 "budget": 0.25}]}},
+    "standard": {},
+    "large": {"budget": 2000, "evolution": {"population": 64, "tournament": 8, "restart_after": 400},
+              "fitness": {"tasks": [], "seeds": 2, "budget": 1.0},
+              "distributed": {"batch_size": 4},
+              "simplify": {"top_k": 5}, "funnel": {"top_k": 10}},
+}
+
+# Flags of `optdisco search` that set a key in a section rather than at the top level.
+FLAG_KEYS = {"address": ("distributed", "address")}
+
+
+def defaults_text() -> str:
+    """The embedded default campaign, as TOML text."""
+    return resources.files("optdisco.search").joinpath("defaults.toml").read_text(encoding="utf-8")
+
+
+def _merge(base: dict, top: Mapping) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in top.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def _check(where: str, key: str, value: Any, rule: _Key) -> Any:
+    name = f"{where}.{key}" if where else key
+    kinds = rule.kind if isinstance(rule.kind, tuple) else (rule.kind,)
+    if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+        want = " or ".join(k.__name__ for k in kinds)
+        raise ConfigError(f"setting '{name}' must be {want}, not {type(value).__name__} ({value!r})")
+    if rule.choices is not None and value not in rule.choices:
+        raise ConfigError(f"setting '{name}' is {value!r}; choose one of {', '.join(map(repr, rule.choices))}")
+    if rule.lo is not None and value < rule.lo:
+        raise ConfigError(f"setting '{name}' is {value!r}; it must be at least {rule.lo}")
+    if rule.hi is not None and value > rule.hi:
+        raise ConfigError(f"setting '{name}' is {value!r}; it must be at most {rule.hi}")
+    return value
+
+
+def _unknown(name: str, known) -> ConfigError:
+    import difflib
+    close = difflib.get_close_matches(name.rpartition(".")[2], list(known), n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return ConfigError(f"unknown setting '{name}'{hint}")
+
+
+def validate(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The config with every key checked against the schema; raises :class:`ConfigError`."""
+    out: dict[str, Any] = {}
+    for key, value in cfg.items():
+        if key in SCHEMA and key != "":
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"'{key}' must be a table ([{key}]), not {type(value).__name__}")
+            section = {}
+            for k, v in value.items():
+                if k not in SCHEMA[key]:
+                    raise _unknown(f"{key}.{k}", SCHEMA[key])
+                section[k] = _check(key, k, v, SCHEMA[key][k])
+            out[key] = section
+        elif key in SCHEMA[""]:
+            out[key] = _check("", key, value, SCHEMA[""][key])
+        else:
+            raise _unknown(key, list(SCHEMA[""]) + [s for s in SCHEMA if s])
+    for section, keys in SCHEMA.items():
+        have = out if section == "" else out.get(section, {})
+        missing = [k for k in keys if k not in have]
+        if missing:
+            where = f"[{section}] " if section else ""
+            raise ConfigError(f"missing setting(s) {where}{', '.join(missing)}")
+    for i, task in enumerate(out["fitness"]["tasks"]):
+        if not isinstance(task, str):
+            raise ConfigError(f"setting 'fitness.tasks' must list task names; item {i} is {task!r}")
+    stages = []
+    for i, stage in enumerate(out["funnel"]["stages"]):
+        if not isinstance(stage, Mapping):
+            raise ConfigError(f"funnel.stages[{i}] must be a table like {{ name = \"seeds\", seeds = 3 }}")
+        checked = {}
+        for k, v in stage.items():
+            if k not in STAGE_KEYS:
+                raise _unknown(f"funnel.stages[{i}].{k}", STAGE_KEYS)
+            checked[k] = _check(f"funnel.stages[{i}]", k, v, STAGE_KEYS[k])
+        checked.setdefault("name", f"stage{i + 1}")
+        stages.append(checked)
+    out["funnel"]["stages"] = stages
+    ev = out["evolution"]
+    if ev["tournament"] > ev["population"]:
+        raise ConfigError(f"evolution.tournament ({ev['tournament']}) cannot exceed "
+                          f"evolution.population ({ev['population']})")
+    return out
+
+
+def overrides_to_tree(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Flat flag values (``budget``, ``address``, ``evolution.population``) as a nested table."""
+    tree: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if value is None or key == "preset":
+            continue
+        path = FLAG_KEYS.get(key) or tuple(key.split("."))
+        node = tree
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
+    return tree
+
+
+def load(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The validated campaign config: defaults, then ``overrides['preset']``, the file, the flags."""
+    overrides = dict(overrides or {})
+    cfg = tomllib.loads(defaults_text())
+    preset = overrides.get("preset")
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        cfg = _merge(cfg, PRESETS[preset])
+    if path is not None:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as e:
+            raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+        try:
+            user = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: not valid TOML: {e}") from None
+        validate(_merge(cfg, user))  # report the user's mistake before the flags mix in
+        cfg = _merge(cfg, user)
+    return validate(_merge(cfg, overrides_to_tree(overrides)))
+
+
+def dumps(cfg: Mapping[str, Any]) -> str:
+    """A validated config as TOML text (what the store keeps, and what ``load`` reads back)."""
+    lines: list[str] = []
+
+    def value(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v)
+        if isinstance(v, str):
+            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        if isinstance(v, Mapping):
+            return "{ " + ", ".join(f"{k} = {value(x)}" for k, x in v.items()) + " }"
+        raise TypeError(type(v))
+
+    for k, v in cfg.items():
+        if not isinstance(v, Mapping):
+            lines.append(f"{k} = {value(v)}")
+    for k, v in cfg.items():
+        if isinstance(v, Mapping):
+            lines.append(f"\n[{k}]")
+            lines.extend(f"{kk} = {value(vv)}" for kk, vv in v.items())
+    return "\n".join(lines) + "\n"

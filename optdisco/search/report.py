@@ -1,0 +1,216 @@
+"""A campaign as one self-contained HTML file (plots are PNGs embedded as base64).
+
+Sections: the numbers (candidates, trained, cache hit rate, failures, time), best
+fitness against evaluations for the evolution arm beside the random-search arm, fitness
+against state memory with the Pareto front, training curves of the winners beside
+AdamW, the leaderboard with the funnel stages, and the winner's lineage from its start.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from .leaderboard import references, rows
+from .store import Store
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+    plt.close(fig)
+    return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}"/>'
+
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def best_so_far(store: Store) -> dict[str, list[float]]:
+    """Per arm, the best fitness after each of that arm's results (in completion order)."""
+    out: dict[str, list[float]] = {}
+    best: dict[str, float] = {}
+    for r in store.completed():
+        f = r.fitness if r.fitness is not None and math.isfinite(r.fitness) else -math.inf
+        best[r.arm] = max(best.get(r.arm, -math.inf), f)
+        out.setdefault(r.arm, []).append(best[r.arm])
+    return out
+
+
+def plot_progress(store: Store) -> str:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    for arm, ys in sorted(best_so_far(store).items()):
+        ax.step(range(1, len(ys) + 1), ys, where="post", label=f"{arm} ({len(ys)} evaluations)")
+    ax.axhline(0.0, color="gray", lw=0.8, ls="--", label="tuned AdamW")
+    ax.set_xlabel("evaluations in the arm")
+    ax.set_ylabel("best fitness so far")
+    ax.set_title("best fitness vs evaluations: evolution beside random search")
+    ax.legend()
+    return _png(fig)
+
+
+def pareto(points: list[tuple[int, float]]) -> list[tuple[int, float]]:
+    """The Pareto front of (states, fitness): the best fitness at each memory not beaten by less memory."""
+    front, best = [], -math.inf
+    for mem in sorted({m for m, _ in points}):
+        f = max(f for m, ff in points if m == mem for f in [ff])
+        if f > best:
+            front.append((mem, f))
+            best = f
+    return front
+
+
+def plot_pareto(store: Store) -> str:
+    plt = _plt()
+    import numpy as np
+    pts = [(r.n_states, r.fitness) for r in store.programs(
+        "phase = 'search' AND cache_of IS NULL AND status = 'done' AND fitness IS NOT NULL")]
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    if pts:
+        rng = np.random.default_rng(0)
+        xs = [m + rng.uniform(-0.12, 0.12) for m, _ in pts]
+        ax.scatter(xs, [f for _, f in pts], s=12, alpha=0.5, label="candidates")
+        front = pareto(pts)
+        ax.plot([m for m, _ in front], [f for _, f in front], "r-o", label="Pareto front")
+    ax.set_xlabel("state memory (fp32 tensors per parameter)")
+    ax.set_ylabel("fitness")
+    ax.set_title("fitness vs state memory")
+    ax.legend()
+    return _png(fig)
+
+
+def _curves(ev: dict[str, Any] | None) -> dict[str, list[float]]:
+    """Loss curves per task from an evaluation's ``curves`` (a dict of lists, seeds averaged)."""
+    if not ev or not ev.get("curves"):
+        return {}
+    c = ev["curves"]
+    if isinstance(c, list):
+        c = {"task": c}
+    out = {}
+    for task, v in c.items():
+        if isinstance(v, dict):
+            v = v.get("loss") or v.get("val") or next(iter(v.values()), [])
+        if v and isinstance(v[0], list):  # several seeds or rows: average them
+            n = min(len(x) for x in v)
+            v = [sum(x[i] for x in v) / len(v) for i in range(n)]
+        vals = [x for x in v if isinstance(x, (int, float))]
+        if vals:
+            out[str(task)] = vals
+    return out
+
+
+def plot_curves(store: Store, winners: list[int]) -> str:
+    plt = _plt()
+    refs: dict[str, dict] = {}
+    for ev in store.evaluations():
+        prog = store.program(ev["program"])
+        if prog.mutation == "reference" and prog.source.startswith("def adamw"):
+            refs.setdefault("adamw", ev)
+    series = {}
+    for pid in winners[:3]:
+        evs = store.evaluations(pid)
+        if evs:
+            series[f"#{pid}"] = _curves(evs[-1])
+    if "adamw" in refs:
+        series["AdamW (tuned)"] = _curves(refs["adamw"])
+    tasks = sorted({t for s in series.values() for t in s})[:4]
+    if not tasks:
+        return "<p>No training curves were recorded by the evaluator.</p>"
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.4), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for name, s in series.items():
+            if task in s:
+                ax.plot(s[task], label=name)
+        ax.set_yscale("log")
+        ax.set_title(task)
+        ax.set_xlabel("recorded step")
+        ax.set_ylabel("loss")
+        ax.legend(fontsize=8)
+    fig.suptitle("training curves: winners vs tuned AdamW (at each one's tuned learning rate)")
+    return _png(fig)
+
+
+def lineage_html(store: Store, pid: int) -> str:
+    steps = list(reversed(store.lineage(pid)))
+    items = []
+    for r in steps:
+        fit = "—" if r.fitness is None else f"{r.fitness:+.4f}"
+        items.append(f"<li><b>#{r.id}</b> ({html.escape(r.mutation or r.arm)}), fitness {fit}"
+                     f"<pre>{html.escape(r.source)}</pre></li>")
+    return "<ol>" + "".join(items) + "</ol>"
+
+
+def plot_lineage(store: Store, pid: int) -> str:
+    plt = _plt()
+    steps = list(reversed(store.lineage(pid)))
+    fig, ax = plt.subplots(figsize=(6.5, 3.0))
+    ax.plot(range(len(steps)), [r.fitness if r.fitness is not None else float("nan") for r in steps], "o-")
+    ax.set_xticks(range(len(steps)), [f"#{r.id}" for r in steps], rotation=45, fontsize=7)
+    ax.set_ylabel("fitness")
+    ax.set_title("the winner's lineage, from its start")
+    return _png(fig)
+
+
+def write_report(db: str | Path, out: str | Path) -> Path:
+    """Write the report of campaign ``db`` to ``out`` (one HTML file, nothing external)."""
+    store = Store(db, create=False)
+    try:
+        c = store.counts()
+        cfg_text = store.get_meta("config") or ""
+        lb = rows(store, 10)
+        found = json.loads(store.get_meta("found") or "[]")
+        winners = found or [r["id"] for r in lb[:3]]
+        secs = store.db.execute("SELECT SUM(seconds), COUNT(*) FROM evaluations").fetchone()
+        hit = c["hits"] / c["done"] if c["done"] else 0.0
+        parts = [
+            "<!doctype html><html><head><meta charset='utf-8'><title>optdisco campaign</title>",
+            "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}pre{background:#f4f4f4;"
+            "padding:6px}td,th{border:1px solid #ccc;padding:3px 6px}table{border-collapse:collapse}</style>",
+            "</head><body>",
+            f"<h1>optdisco campaign: {html.escape(str(db))}</h1>",
+            f"<p>phase: {html.escape(store.get_meta('phase') or '')}; candidates {c['done']}/{c['proposed']} "
+            f"done, trained {c['trained']}, cache hits {c['hits']} ({100 * hit:.1f}%), failed {c['failed']}; "
+            f"{secs[1]} evaluations took {secs[0] or 0:.1f} worker-seconds.</p>",
+            f"<p>found (held up through every funnel stage): {found or 'none'}</p>",
+            "<h2>Best fitness vs evaluations</h2>", plot_progress(store),
+            "<h2>Fitness vs state memory</h2>", plot_pareto(store),
+            "<h2>Training curves</h2>", plot_curves(store, winners),
+            "<h2>Leaderboard</h2>", _leaderboard_html(store, lb),
+        ]
+        if winners:
+            parts += [f"<h2>Lineage of #{winners[0]}</h2>", plot_lineage(store, winners[0]),
+                      lineage_html(store, winners[0])]
+        parts += ["<h2>Config</h2>", f"<pre>{html.escape(cfg_text)}</pre>", "</body></html>"]
+        path = Path(out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(parts), encoding="utf-8")
+        return path
+    finally:
+        store.close()
+
+
+def _leaderboard_html(store: Store, lb: list[dict[str, Any]]) -> str:
+    stages = [s["stage"] for s in json.loads(store.get_meta("funnel") or "[]")]
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in
+                   ["id", "rule", "math", "fitness [interval]", *stages, "state memory", "found"])
+    body = []
+    for r in lb:
+        ci = "" if r["ci_low"] is None else f" [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]"
+        fit = "—" if r["fitness"] is None else f"{r['fitness']:+.3f}{ci}"
+        cells = [str(r["id"]), f"<pre>{html.escape(r['source'])}</pre>", html.escape(r["math"]), fit,
+                 *[f"{r['stages'][s]:+.3f}" if s in r["stages"] else "" for s in stages],
+                 f"{r['bytes_per_param']} B/param", "yes" if r["found"] else ""]
+        body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    refs = "".join(f"<li>{html.escape(x['stage'])}: {html.escape(x['name'])} {x['fitness']:+.3f}</li>"
+                   for x in references(store))
+    return f"<table><tr>{head}</tr>{''.join(body)}</table><p>References:</p><ul>{refs}</ul>"

@@ -1,0 +1,188 @@
+"""Making a found rule as short as it can be.
+
+Three steps that keep the behaviour (:func:`tidy`): dead code and dead states removed,
+constant subexpressions folded, sympy's simplification when the language offers it.
+Then one that is checked by evaluation (:func:`shrink`): remove one statement or one
+state at a time (its readers read one of its arguments instead) and keep the removal
+while the fitness stays within ``tolerance`` of the original's.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from typing import Callable, Sequence
+
+import torch
+
+from ..dsl import DSLError, parse
+from ..dsl.builtins import BUILTINS
+from ..dsl.interpreter import TORCH_IMPL
+from ..dsl.ir import Assign, Call, Const, Expr, Name, Program
+from .mutate import Redraw, Space, _rename_reads, available, checked
+
+
+def _reads(e: Expr) -> set[str]:
+    return {n.id for n in e.walk() if isinstance(n, Name)}
+
+
+def remove_dead_code(p: Program) -> Program:
+    """``p`` without statements whose value never reaches the update, and without dead states.
+
+    A state is live when its previous value is read, directly or through other names, by
+    something that reaches the update; the others and their assignments are removed.
+    """
+    live_states: set[str] = set()
+    while True:
+        needed = _reads(p.update) | live_states
+        keep = []
+        for stmt in reversed(p.body):
+            if stmt.target in needed:
+                keep.append(stmt)
+                needed.discard(stmt.target)
+                needed |= _reads(stmt.expr)
+        grown = live_states | {s for s in p.state_names if s in needed}
+        if grown == live_states:
+            break
+        live_states = grown
+    states = tuple(s for s in p.state_names if s in live_states)
+    return replace(p, state_names=states, body=tuple(reversed(keep)))
+
+
+_FOLDABLE = {name for name, b in BUILTINS.items() if b.kind in ("operator", "elementwise")}
+
+
+def fold_constants(p: Program) -> Program:
+    """``p`` with calls on literals computed (``1.0 - 0.9`` -> ``0.1``) and unit operations dropped
+    (``x * 1``, ``x + 0``, ``x / 1``, ``x - 0``, ``x ** 1``, ``--x``)."""
+
+    def fold(e: Expr) -> Expr:
+        if not isinstance(e, Call):
+            return e
+        args = tuple(fold(a) for a in e.args)
+        if e.fn in _FOLDABLE and args and all(isinstance(a, Const) for a in args):
+            vals = [torch.tensor(a.value, dtype=torch.float64) for a in args]
+            out = float(TORCH_IMPL[e.fn](None, *vals))
+            if out == out and abs(out) != float("inf"):
+                return Const(out)
+        a0 = args[0] if args else None
+        a1 = args[1] if len(args) > 1 else None
+        if e.fn == "mul" and a1 == Const(1.0) or e.fn in ("add", "sub") and a1 == Const(0.0):
+            return a0
+        if e.fn in ("div", "pow") and a1 == Const(1.0):
+            return a0
+        if e.fn in ("mul", "add") and a0 == (Const(1.0) if e.fn == "mul" else Const(0.0)):
+            return a1
+        if e.fn == "neg" and isinstance(a0, Call) and a0.fn == "neg":
+            return a0.args[0]
+        return Call(e.fn, args)
+
+    body = tuple(Assign(s.target, fold(s.expr)) for s in p.body)
+    return replace(p, body=body, update=fold(p.update))
+
+
+def sympy_simplified(p: Program) -> Program | None:
+    """The language's sympy simplification of ``p`` when it provides one (``optdisco.dsl.symbolic.simplified``)."""
+    try:
+        from ..dsl.symbolic import simplified  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    try:
+        q = simplified(p)
+    except Exception:  # noqa: BLE001 - sympy may give up on a rule; the rule stays as it is
+        return None
+    if not isinstance(q, Program):
+        return None
+    try:
+        return parse(q.source())
+    except DSLError:
+        return None
+
+
+def tidy(p: Program) -> Program:
+    """Dead code removed and constants folded (behaviour unchanged), then sympy's form if shorter."""
+    q = parse(remove_dead_code(fold_constants(remove_dead_code(p))).source())
+    s = sympy_simplified(q)
+    if s is not None and len(s.source()) < len(q.source()):
+        q = remove_dead_code(s)
+    return q
+
+
+def removals(p: Program, space: Space | None = None) -> list[tuple[str, Program]]:
+    """Every program one removal shorter than ``p``: each statement bypassed, each state dropped.
+
+    A bypassed ``t = f(a, ...)`` makes later reads of ``t`` read ``a`` (its first tensor
+    argument); a dropped state's readers read the value it was averaging.
+    """
+    space = space or Space(max_statements=10**6, max_states=10**6)
+    out: list[tuple[str, Program]] = []
+    seen = {p}
+    for i, stmt in enumerate(p.body):
+        body = p.body[:i] + p.body[i + 1:]
+        q = replace(p, body=body)
+        if stmt.target not in available(q, i):  # a new name: its readers need a replacement
+            names = [n for n in _reads(stmt.expr) if n in available(q, i)]
+            ordered = [n.id for n in stmt.expr.walk() if isinstance(n, Name) and n.id in names]
+            q = _rename_reads(q, stmt.target, Name(ordered[0] if ordered else "g"), start=i)
+        if stmt.target in p.state_names and all(s.target != stmt.target for s in body):
+            q = replace(q, state_names=tuple(s for s in q.state_names if s != stmt.target))
+            q = _rename_reads(q, stmt.target, Name("g"))
+        try:
+            q = remove_dead_code(checked(q, space))
+        except (Redraw, DSLError):
+            continue
+        if q not in seen:
+            seen.add(q)
+            out.append((f"remove '{stmt.target} = ...' (line {i + 1})", q))
+    return out
+
+
+def shrink(p: Program, fitness: Callable[[Sequence[Program]], list[float]], tolerance: float,
+           reference: float | None = None, max_rounds: int = 20) -> tuple[Program, list[str]]:
+    """Greedy removal while fitness holds: each round evaluates every one-removal of the
+    current rule together and keeps the best that scores >= reference - tolerance
+    (reference = the original's fitness). Returns the shortest rule kept and the steps taken."""
+    if reference is None:
+        (reference,) = fitness([p])
+    steps: list[str] = []
+    for _ in range(max_rounds):
+        options = removals(p)
+        if not options:
+            break
+        scores = fitness([q for _, q in options])
+        ok = [(s, -len(q.body), k) for k, ((_, q), s) in enumerate(zip(options, scores))
+              if s >= reference - tolerance]
+        if not ok:
+            break
+        _, _, k = max(ok)
+        steps.append(options[k][0])
+        p = options[k][1]
+    return p, steps
+
+
+def simplify_winners(campaign) -> list[int]:
+    """Simplify the campaign's best ``simplify.top_k`` rules; stores each simplified rule
+    (arm 'simplify', parent = the winner) and returns their ids."""
+    cfg = campaign.cfg["simplify"]
+    if not cfg["enabled"] or cfg["top_k"] == 0:
+        return []
+    settings = campaign.settings
+    out = []
+    for row in campaign.top(cfg["top_k"]):
+        original = campaign.parse_row(row)
+        tidied = tidy(original)
+
+        def fitness(programs: Sequence[Program], parent=row.id) -> list[float]:
+            res = campaign.evaluate(programs, "simplify", settings, parents=[parent] * len(programs),
+                                    mutation="simplify", arm="simplify")
+            return [f for _, f, _ in res]
+
+        small, steps = shrink(tidied, fitness, cfg["tolerance"], reference=row.fitness)
+        small = replace(small, name=f"found_{row.id}", docstring=None)
+        (res,) = campaign.evaluate([small], "simplify", settings, parents=[row.id],
+                                   mutation="simplified: " + ("; ".join(["tidy", *steps])), arm="simplify")
+        out.append(res[0])
+        with campaign.store.transaction():
+            campaign.store.set_meta(f"simplified:{row.id}", json.dumps(
+                {"id": res[0], "source": small.source(), "fitness": res[1], "steps": ["tidy", *steps]}))
+    return out

@@ -1,0 +1,315 @@
+"""The campaign store: one SQLite file holding everything a campaign knows.
+
+Tables: ``meta`` (schema version, the config as TOML, phase), ``programs`` (source,
+fingerprint, lineage: parent and mutation, which arm proposed it, its status and the
+order its result arrived in), ``evaluations`` (every evaluation with settings, fitness,
+intervals, per-task values, curves, failure reason, timings, worker and attempt) and
+``batches`` (the units of work sent to workers, with their status).
+
+Every state change the driver makes is one transaction, so a campaign killed at any
+moment (SIGKILL included) reopens in the state after its last finished step: nothing
+finished is lost, and work that was in flight is found by its status and re-run.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+from ..dsl import DSLError, parse
+from ..dsl.ir import Program
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS programs (
+    id INTEGER PRIMARY KEY,
+    source TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    n_states INTEGER NOT NULL,
+    n_statements INTEGER NOT NULL,
+    parent INTEGER REFERENCES programs(id),
+    mutation TEXT,
+    arm TEXT NOT NULL,
+    phase TEXT NOT NULL,
+    status TEXT NOT NULL,
+    cache_of INTEGER REFERENCES programs(id),
+    batch INTEGER REFERENCES batches(id),
+    seq INTEGER UNIQUE,
+    fitness REAL,
+    created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS programs_fp ON programs(fingerprint);
+CREATE INDEX IF NOT EXISTS programs_status ON programs(status);
+CREATE TABLE IF NOT EXISTS batches (
+    id INTEGER PRIMARY KEY,
+    stage TEXT NOT NULL,
+    settings TEXT NOT NULL,
+    programs TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    submitted REAL,
+    finished REAL,
+    failure TEXT
+);
+CREATE TABLE IF NOT EXISTS evaluations (
+    id INTEGER PRIMARY KEY,
+    program INTEGER NOT NULL REFERENCES programs(id),
+    stage TEXT NOT NULL,
+    settings TEXT NOT NULL,
+    fitness REAL NOT NULL,
+    ci_low REAL, ci_high REAL, p_beats_baseline REAL,
+    tuned_lr TEXT, per_task TEXT, losses TEXT, curves TEXT,
+    failure TEXT,
+    seconds REAL,
+    worker TEXT,
+    attempt INTEGER,
+    batch INTEGER,
+    finished REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS evaluations_key ON evaluations(program, settings);
+"""
+
+
+class StoreError(RuntimeError):
+    """A store that cannot be opened as a campaign (missing, another schema, not a campaign)."""
+
+
+@dataclass(frozen=True)
+class ProgramRow:
+    """One row of ``programs``."""
+
+    id: int
+    source: str
+    fingerprint: str
+    n_states: int
+    n_statements: int
+    parent: int | None
+    mutation: str | None
+    arm: str
+    phase: str
+    status: str
+    cache_of: int | None
+    batch: int | None
+    seq: int | None
+    fitness: float | None
+    created: float
+
+    def program(self) -> Program:
+        return parse(self.source)
+
+
+_JSON_FIELDS = ("tuned_lr", "per_task", "losses", "curves")
+
+
+class Store:
+    """A campaign store at ``path`` (created with the current schema when new)."""
+
+    def __init__(self, path: str | Path, *, create: bool = True) -> None:
+        self.path = Path(path)
+        if not create and not self.path.exists():
+            raise StoreError(f"no campaign store at {self.path}")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(str(self.path), isolation_level=None, timeout=30.0)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        for stmt in _SCHEMA.strip().split(";"):
+            if stmt.strip():
+                self.db.execute(stmt)
+        version = self.get_meta("schema_version")
+        if version is None:
+            self.set_meta("schema_version", str(SCHEMA_VERSION))
+        elif int(version) != SCHEMA_VERSION:
+            raise StoreError(f"{self.path} has store schema {version}; this optdisco reads {SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- transactions ---------------------------------------------------------------------
+    class _Tx:
+        def __init__(self, db: sqlite3.Connection) -> None:
+            self.db = db
+
+        def __enter__(self):
+            if self.db.in_transaction:  # nested: the outer one commits
+                self.nested = True
+                return self.db
+            self.nested = False
+            self.db.execute("BEGIN IMMEDIATE")
+            return self.db
+
+        def __exit__(self, exc_type, exc, tb):
+            if self.nested:
+                return False
+            self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+            return False
+
+    def transaction(self) -> "_Tx":
+        """A context in which every write commits together, or none does."""
+        return Store._Tx(self.db)
+
+    # -- meta -------------------------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row["value"]
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.db.execute("INSERT INTO meta(key, value) VALUES (?, ?) "
+                        "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
+
+    # -- programs ---------------------------------------------------------------------------
+    def add_program(self, p: Program, fingerprint: str, *, parent: int | None, mutation: str | None,
+                    arm: str, phase: str, status: str = "pending", cache_of: int | None = None) -> int:
+        """Insert a program and return its id (ids count up from 0 in insertion order)."""
+        nid = self.db.execute("SELECT COALESCE(MAX(id) + 1, 0) FROM programs").fetchone()[0]
+        self.db.execute(
+            "INSERT INTO programs(id, source, fingerprint, n_states, n_statements, parent, mutation, arm,"
+            " phase, status, cache_of, created) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            (nid, p.source(), fingerprint, len(p.state_names), len(p.body), parent, mutation, arm, phase,
+             status, cache_of, time.time()))
+        return nid
+
+    def program(self, pid: int) -> ProgramRow:
+        row = self.db.execute("SELECT * FROM programs WHERE id = ?", (pid,)).fetchone()
+        if row is None:
+            raise StoreError(f"{self.path} has no program {pid}")
+        return ProgramRow(**dict(row))
+
+    def programs(self, where: str = "1", args: Sequence[Any] = (), order: str = "id") -> list[ProgramRow]:
+        """Rows matching the SQL condition ``where`` (with ``?`` arguments), sorted by ``order``."""
+        rows = self.db.execute(f"SELECT * FROM programs WHERE {where} ORDER BY {order}", tuple(args))
+        return [ProgramRow(**dict(r)) for r in rows]
+
+    def set_status(self, pid: int, status: str, *, batch: int | None = None) -> None:
+        self.db.execute("UPDATE programs SET status = ?, batch = COALESCE(?, batch) WHERE id = ?",
+                        (status, batch, pid))
+
+    def complete(self, pid: int, fitness: float, status: str = "done") -> int:
+        """Mark a search program finished with ``fitness``; returns its completion number ``seq``."""
+        seq = self.db.execute("SELECT COALESCE(MAX(seq) + 1, 0) FROM programs").fetchone()[0]
+        self.db.execute("UPDATE programs SET status = ?, fitness = ?, seq = ? WHERE id = ?",
+                        (status, fitness, seq, pid))
+        return seq
+
+    def completed(self) -> list[ProgramRow]:
+        """Finished search programs in the order their results arrived."""
+        rows = self.db.execute("SELECT * FROM programs WHERE seq IS NOT NULL ORDER BY seq")
+        return [ProgramRow(**dict(r)) for r in rows]
+
+    def find_fingerprint(self, fingerprint: str, phase: str | None = None) -> ProgramRow | None:
+        """The first program with this fingerprint that was evaluated or is being evaluated (not a cache hit)."""
+        q = "SELECT * FROM programs WHERE fingerprint = ? AND cache_of IS NULL"
+        args: list[Any] = [fingerprint]
+        if phase is not None:
+            q += " AND phase = ?"
+            args.append(phase)
+        row = self.db.execute(q + " ORDER BY id LIMIT 1", args).fetchone()
+        return None if row is None else ProgramRow(**dict(row))
+
+    # -- batches ----------------------------------------------------------------------------
+    def add_batch(self, stage: str, settings: str, program_ids: Sequence[int]) -> int:
+        cur = self.db.execute("INSERT INTO batches(stage, settings, programs, status) VALUES (?,?,?,?)",
+                              (stage, settings, json.dumps(list(program_ids)), "pending"))
+        return int(cur.lastrowid)
+
+    def batch_submitted(self, bid: int) -> None:
+        self.db.execute("UPDATE batches SET status = 'running', attempts = attempts + 1, submitted = ? "
+                        "WHERE id = ?", (time.time(), bid))
+
+    def batch_finished(self, bid: int, status: str = "done", failure: str | None = None) -> None:
+        self.db.execute("UPDATE batches SET status = ?, finished = ?, failure = ? WHERE id = ?",
+                        (status, time.time(), failure, bid))
+
+    def open_batches(self) -> list[dict[str, Any]]:
+        """Batches not finished (pending or in flight when the campaign stopped), oldest first."""
+        rows = self.db.execute("SELECT * FROM batches WHERE status IN ('pending', 'running') ORDER BY id")
+        return [dict(r, programs=json.loads(r["programs"])) for r in rows]
+
+    # -- evaluations ------------------------------------------------------------------------
+    def add_evaluation(self, pid: int, stage: str, settings: str, result: dict[str, Any], *,
+                       attempt: int = 1, batch: int | None = None) -> None:
+        vals = {k: json.dumps(result.get(k)) for k in _JSON_FIELDS}
+        self.db.execute(
+            "INSERT INTO evaluations(program, stage, settings, fitness, ci_low, ci_high, p_beats_baseline,"
+            " tuned_lr, per_task, losses, curves, failure, seconds, worker, attempt, batch, finished)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (pid, stage, settings, float(result["fitness"]), result.get("ci_low"), result.get("ci_high"),
+             result.get("p_beats_baseline"), vals["tuned_lr"], vals["per_task"], vals["losses"],
+             vals["curves"], result.get("failure"), result.get("seconds"), result.get("worker"), attempt,
+             batch, time.time()))
+
+    def evaluations(self, pid: int | None = None, stage: str | None = None) -> list[dict[str, Any]]:
+        q, args = "SELECT * FROM evaluations WHERE 1", []
+        if pid is not None:
+            q += " AND program = ?"
+            args.append(pid)
+        if stage is not None:
+            q += " AND stage = ?"
+            args.append(stage)
+        out = []
+        for r in self.db.execute(q + " ORDER BY id", args):
+            d = dict(r)
+            for k in _JSON_FIELDS:
+                d[k] = json.loads(d[k]) if d[k] is not None else None
+            out.append(d)
+        return out
+
+    def cached_evaluation(self, fingerprint: str, settings: str) -> dict[str, Any] | None:
+        """A finished evaluation, with these settings, of any program with this fingerprint."""
+        row = self.db.execute(
+            "SELECT e.* FROM evaluations e JOIN programs p ON p.id = e.program "
+            "WHERE p.fingerprint = ? AND e.settings = ? ORDER BY e.id LIMIT 1",
+            (fingerprint, settings)).fetchone()
+        if row is None:
+            return None
+        d = dict(row)
+        for k in _JSON_FIELDS:
+            d[k] = json.loads(d[k]) if d[k] is not None else None
+        return d
+
+    # -- summaries --------------------------------------------------------------------------
+    def counts(self) -> dict[str, int]:
+        """Search-phase numbers: proposed, done, cache hits, failed, trained evaluations."""
+        q = self.db.execute(
+            "SELECT COUNT(*) AS proposed,"
+            " SUM(seq IS NOT NULL) AS done,"
+            " SUM(cache_of IS NOT NULL AND seq IS NOT NULL) AS hits,"
+            " SUM(status = 'failed') AS failed FROM programs WHERE phase = 'search'").fetchone()
+        trained = self.db.execute("SELECT COUNT(*) FROM evaluations WHERE stage = 'search'").fetchone()[0]
+        return {"proposed": q["proposed"] or 0, "done": q["done"] or 0, "hits": q["hits"] or 0,
+                "failed": q["failed"] or 0, "trained": trained}
+
+    def lineage(self, pid: int) -> list[ProgramRow]:
+        """The program, its parent, its parent's parent, ... back to a start."""
+        out, seen = [], set()
+        cur: int | None = pid
+        while cur is not None and cur not in seen:
+            seen.add(cur)
+            row = self.program(cur)
+            out.append(row)
+            cur = row.parent
+        return out
+
+
+def load_program(db: str | Path, ident: str | int) -> Program:
+    """Program ``ident`` of the campaign store ``db`` (the ``DB:ID`` rule syntax), named ``found_<id>``."""
+    try:
+        pid = int(ident)
+    except ValueError:
+        raise DSLError(f"'{ident}' is not a program id in {db} (write DB:ID with a number)") from None
+    with Store(db, create=False) as store:
+        row = store.program(pid)
+    p = parse(row.source)
+    return p.with_metadata(Origin="campaign", Provenance=f"{db}:{pid}")
