@@ -23,17 +23,24 @@ def _rule(arg: str) -> Program:
     return resolve_rule(arg)
 
 
+def _short_paper(paper: str, year: str) -> str:
+    first_author = paper.split(",")[0].strip()
+    many = "," in paper.split('"')[0].rstrip(", ").rstrip()
+    return f"{first_author}{' et al.' if many else ''} {year}".strip()
+
+
 def cmd_list(args: argparse.Namespace) -> int:
-    """A table of the catalog: name, origin, state tensors per parameter, paper."""
+    """A table of the catalog: name, origin, state tensors per parameter, paper, summary."""
     from . import catalog
-    table = Table(title=f"optdisco catalog ({len(catalog.names())} rules)")
-    for col in ("name", "origin", "states", "paper"):
-        table.add_column(col, overflow="fold")
-    for name in catalog.names():
-        p = catalog.get(name)
-        meta = p.meta
-        states = f"{len(p.state_names)}" + (f" ({', '.join(p.state_names)})" if p.state_names else "")
-        table.add_row(name, meta.get("Origin", ""), states, meta.get("Paper", ""))
+    entries = catalog.entries()
+    table = Table(title=f"optdisco catalog ({len(entries)} rules)")
+    rows = [(e.name, e.origin, f"{len(e.states)}" + (f" ({', '.join(e.states)})" if e.states else ""),
+             _short_paper(e.paper, e.year), e.summary.split(": ", 1)[-1]) for e in entries]
+    table.add_column("name", no_wrap=True)
+    for col in ("origin", "states", "paper", "summary"):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*row)
     console.print(table)
     return 0
 
