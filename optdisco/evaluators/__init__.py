@@ -1,0 +1,17 @@
+"""Evaluators: proxy and held-out tasks, batched training, fair LR tuning, fitness against AdamW.
+
+``evaluate(programs, suite="proxy")`` is the search's entry point; see :mod:`.evaluate`.
+"""
+
+from .baseline import ADAMW, ADAMW_SOURCE, baseline_program
+from .evaluate import QUICK_TASKS, Evaluation, baseline_entry, evaluate, steps_for
+from .fitness import BEST_LOG_RATIO, WORST_LOG_RATIO, bootstrap_ci, log_ratio, mean_fitness, prob_beats
+from .properties import solution_properties
+from .tasks import FACTORIES, SUITES, Task, get_task, suite_tasks
+from .train import Run, RunResult, train
+from .tuning import DEFAULT_LR_GRID, tune
+
+__all__ = ["WORST_LOG_RATIO", "BEST_LOG_RATIO", "Evaluation", "evaluate", "QUICK_TASKS", "ADAMW",
+           "ADAMW_SOURCE", "baseline_program", "baseline_entry", "steps_for", "bootstrap_ci",
+           "log_ratio", "mean_fitness", "prob_beats", "solution_properties", "FACTORIES", "SUITES",
+           "Task", "get_task", "suite_tasks", "Run", "RunResult", "train", "DEFAULT_LR_GRID", "tune"]

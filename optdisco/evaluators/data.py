@@ -1,0 +1,88 @@
+"""Datasets for the evaluation tasks: nothing is downloaded, everything is cached in memory.
+
+* digits: scikit-learn's bundled 8x8 digits (1797 images), standardized per pixel,
+  split 80/20 with a fixed permutation.
+* MNIST-1D style: ten smooth class templates placed at a random offset in a length-40
+  signal, randomly scaled, with correlated and white noise (after Greydanus, 2020).
+* text: the help topics that ship with Python (``pydoc_data.topics``), as character ids;
+  the last 10% of the characters are the validation text.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import torch
+
+DATA_SEED = 1234  # the data are fixed; seeds vary initialization, batch order and noise
+
+
+@dataclass(frozen=True)
+class Split:
+    """Train and validation arrays of a supervised dataset."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+
+
+@functools.lru_cache(maxsize=None)
+def digits() -> Split:
+    """The 8x8 digits: x (n, 64) float32 standardized per pixel, y (n,) int64; 80/20 split."""
+    from sklearn.datasets import load_digits
+    d = load_digits()
+    x = torch.tensor(d.data, dtype=torch.float32)
+    y = torch.tensor(d.target, dtype=torch.int64)
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(DATA_SEED))
+    x, y = x[perm], y[perm]
+    n_train = int(0.8 * len(x))
+    mu, sd = x[:n_train].mean(0), x[:n_train].std(0) + 1.0
+    x = (x - mu) / sd
+    return Split(x[:n_train], y[:n_train], x[n_train:], y[n_train:])
+
+
+@functools.lru_cache(maxsize=None)
+def mnist1d(n_train: int = 3000, n_val: int = 1000, length: int = 40) -> Split:
+    """MNIST-1D-style sequences: x (n, length) float32, y (n,) int64 in 0..9.
+
+    Each class has a smooth template of 12 points (cumulative sums of random steps); a
+    sample is the template scaled by U(0.7, 1.3), linearly stretched to 10..16 points,
+    placed at a random offset, plus correlated noise (a random-walk drift of std 0.02 per
+    point) and white noise of std 0.1.
+    """
+    gen = torch.Generator().manual_seed(DATA_SEED + 1)
+    templates = torch.cumsum(torch.randn(10, 12, generator=gen), dim=1)
+    templates = templates - templates.mean(1, keepdim=True)
+    templates = templates / templates.abs().amax(1, keepdim=True)
+    n = n_train + n_val
+    y = torch.randint(0, 10, (n,), generator=gen)
+    x = torch.zeros(n, length)
+    widths = torch.randint(10, 17, (n,), generator=gen)
+    scales = 0.7 + 0.6 * torch.rand(n, generator=gen)
+    for i in range(n):
+        wdt = int(widths[i])
+        t = templates[y[i]].view(1, 1, -1)
+        stretched = torch.nn.functional.interpolate(t, size=wdt, mode="linear", align_corners=True).view(-1)
+        off = int(torch.randint(0, length - wdt + 1, (1,), generator=gen))
+        x[i, off:off + wdt] = scales[i] * stretched
+    x = x + 0.02 * torch.cumsum(torch.randn(n, length, generator=gen), dim=1)
+    x = x + 0.1 * torch.randn(n, length, generator=gen)
+    return Split(x[:n_train], y[:n_train], x[n_train:], y[n_train:])
+
+
+@functools.lru_cache(maxsize=None)
+def text() -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Python's help topics as character ids: (train ids, validation ids, vocabulary size).
+
+    Characters outside printable ASCII map to one "unknown" id; newline and tab are kept.
+    """
+    from pydoc_data.topics import topics
+    s = "\n".join(topics[k] for k in sorted(topics))
+    vocab = ["\n", "\t"] + [chr(c) for c in range(32, 127)] + ["?unk"]
+    index = {c: i for i, c in enumerate(vocab)}
+    unk = len(vocab) - 1
+    ids = torch.tensor([index.get(c, unk) for c in s], dtype=torch.int64)
+    cut = int(0.9 * len(ids))
+    return ids[:cut], ids[cut:], len(vocab)

@@ -1,0 +1,161 @@
+"""``evaluate``: candidates against the tuned baseline on a suite of tasks.
+
+For each task (steps = round(default steps * budget)): the baseline's tuned entry comes
+from the on-disk cache or is computed once; all candidates are tuned together with the
+same learning-rate budget (:func:`.tuning.tune`, one batched computation per stage); the
+per-seed validation losses give log ratios, fitness, a bootstrap CI and the probability
+of beating the baseline (:mod:`.fitness`). Nothing here raises for a bad rule: failures
+become WORST_LOG_RATIO with a reason.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from ..dsl import Program
+from . import cache
+from .baseline import baseline_program
+from .fitness import WORST_LOG_RATIO, bootstrap_ci, log_ratio, mean_fitness, prob_beats
+from .properties import solution_properties
+from .tasks import Task, get_task, suite_tasks
+from .tuning import DEFAULT_LR_GRID, REFINE, tune
+from .train import train, Run
+
+#: A cheap subset for the search's first rung: one of each kind, ~1.5 s per candidate.
+QUICK_TASKS = ["quadratic", "logreg", "digits_mlp", "teacher_student"]
+
+
+@dataclass
+class Evaluation:
+    """A candidate's result on a suite (see the module doc for how each number is computed)."""
+
+    fitness: float                     # mean over tasks of log(baseline_loss / candidate_loss)
+    per_task: dict[str, float]         # task -> log ratio (seed-mean)
+    ci_low: float
+    ci_high: float                     # 95% stratified bootstrap CI (= fitness with one seed)
+    p_beats_baseline: float
+    tuned_lr: dict[str, float]         # task -> tuned peak learning rate (nan if failed)
+    losses: dict[str, list[float]]     # task -> final validation loss per seed
+    failure: str | None                # why it diverged/failed on some task (None if fine)
+    seconds: float
+    curves: dict[str, list[float]] | None = None        # task -> validation curve at the tuned lr
+    baseline_losses: dict[str, list[float]] = field(default_factory=dict)
+    baseline_lr: dict[str, float] = field(default_factory=dict)
+    properties: dict[str, dict[str, float]] = field(default_factory=dict)  # task -> solution properties
+    failures: dict[str, str] = field(default_factory=dict)                  # task -> reason
+
+
+def steps_for(task: Task, budget: float) -> int:
+    """Number of updates at ``budget`` (a multiple of the task's default)."""
+    return max(2, int(round(task.steps * budget)))
+
+
+def baseline_entry(task: Task, *, steps: int, seeds: Sequence[int], rule: "str | Program" = "adamw",
+                   grid: Sequence[float] = DEFAULT_LR_GRID, refine: float | None = REFINE,
+                   scale: str = "cpu", cache_dir: "str | Path | None" = None,
+                   properties: bool = True) -> dict:
+    """The tuned baseline on ``task`` at ``steps``: {"lr", "losses": {seed: loss}, "curve", "properties"}.
+
+    Read from the cache when present; missing seeds are trained at the cached learning
+    rate and added; a miss tunes from scratch and stores the entry.
+    """
+    prog = baseline_program(rule)
+    path = cache.entry_path(cache.cache_root(cache_dir), task, prog, steps, grid, refine, scale)
+    entry = cache.load(path)
+    if entry is None:
+        (tuned,) = tune(task, [prog], seeds=list(seeds), steps=steps, grid=grid, refine=refine)
+        props = solution_properties(task, [tuned.params], seeds[:1])[0] if properties and tuned.ok else {}
+        entry = {"task": task.key, "rule": prog.name, "steps": steps, "lr": tuned.lr,
+                 "losses": {str(s): l for s, l in zip(seeds, tuned.losses)}, "curve": tuned.curve,
+                 "properties": props, "failure": tuned.failure, "first_seed": seeds[0]}
+        cache.store(path, entry)
+        return entry
+    missing = [s for s in seeds if str(s) not in entry["losses"]]
+    if missing and math.isfinite(entry["lr"]):
+        res = train(task, [prog], [Run(0, entry["lr"], s) for s in missing], steps=steps, keep_params=False)
+        entry["losses"].update({str(s): r.loss for s, r in zip(missing, res)})
+        cache.store(path, entry)
+    return entry
+
+
+def evaluate(programs: Sequence[Program], *, suite: str = "proxy", tasks: Sequence[str] | None = None,
+             seeds: int = 1, budget: float = 1.0, lr_grid: Sequence[float] = DEFAULT_LR_GRID,
+             time_limit: float | None = None, cache_dir: "str | Path | None" = None,
+             baseline: "str | Program" = "adamw", scale: str = "cpu", refine: float | None = REFINE,
+             properties: bool = True, curves: bool = True) -> list[Evaluation]:
+    """Evaluate each program on the tasks of ``suite`` (or ``tasks``) against the tuned baseline.
+
+    ``seeds`` seeds 0..seeds-1; ``budget`` scales each task's default steps; ``time_limit``
+    is seconds per program for the whole evaluation (a program over it fails the remaining
+    tasks). All programs train together, batched. Returns one :class:`Evaluation` per program.
+    """
+    t_start = time.perf_counter()
+    names = list(tasks) if tasks else suite_tasks(suite)
+    seed_list = list(range(max(1, seeds)))
+    K = len(programs)
+    ratios: list[dict[str, list[float]]] = [{} for _ in range(K)]
+    results = [Evaluation(0.0, {}, 0.0, 0.0, 0.0, {}, {}, None, 0.0, {} if curves else None) for _ in range(K)]
+    base_losses: dict[str, list[float]] = {}
+    dead: dict[int, str] = {}   # program -> reason it fails every remaining task
+    spent = [0.0] * K
+
+    for name in names:
+        task = get_task(name, scale)
+        steps = steps_for(task, budget)
+        entry = baseline_entry(task, steps=steps, seeds=seed_list, rule=baseline, grid=lr_grid,
+                               refine=refine, scale=scale, cache_dir=cache_dir, properties=properties)
+        b_losses = [entry["losses"][str(s)] for s in seed_list]
+        base_losses[name] = b_losses
+        live = [k for k in range(K) if k not in dead]
+        t0 = time.perf_counter()
+        limit = None
+        if time_limit is not None and live:
+            limit = max(0.0, time_limit - max(spent[k] for k in live))
+        tuned = tune(task, [programs[k] for k in live], seeds=seed_list, steps=steps, grid=lr_grid,
+                     refine=refine, time_limit=limit) if live else []
+        ok = [(k, t) for k, t in zip(live, tuned) if t.ok]
+        props = solution_properties(task, [t.params for _, t in ok], seed_list[:1]) if properties else []
+        for k in live:
+            spent[k] += (time.perf_counter() - t0) / max(1, len(live))
+        by_k = dict(zip(live, tuned))
+        props_by_k = {k: p for (k, _), p in zip(ok, props)}
+        for k in range(K):
+            ev = results[k]
+            ev.baseline_losses[name] = b_losses
+            ev.baseline_lr[name] = entry["lr"]
+            t = by_k.get(k)
+            if t is None:
+                ev.failures[name] = dead[k]
+                ev.losses[name] = [math.inf] * len(seed_list)
+                ev.tuned_lr[name] = math.nan
+            else:
+                ev.losses[name] = t.losses
+                ev.tuned_lr[name] = t.lr
+                if t.failure:
+                    ev.failures[name] = t.failure
+                    if t.failure.startswith(("rule error", "time limit")):
+                        dead[k] = t.failure
+                elif any(not math.isfinite(l) for l in t.losses):
+                    ev.failures[name] = "diverged at the tuned learning rate on some seed"
+                if ev.curves is not None:
+                    ev.curves[name] = t.curve
+                if k in props_by_k:
+                    ev.properties[name] = props_by_k[k]
+            ratios[k][name] = [log_ratio(b, c, task.loss_floor) for b, c in zip(b_losses, ev.losses[name])]
+
+    wall = time.perf_counter() - t_start
+    for k, ev in enumerate(results):
+        ev.per_task = {t: float(sum(v) / len(v)) for t, v in ratios[k].items()}
+        ev.fitness = mean_fitness(ratios[k])
+        ev.ci_low, ev.ci_high = bootstrap_ci(ratios[k])
+        if len(seed_list) == 1:
+            ev.ci_low = ev.ci_high = ev.fitness
+        ev.p_beats_baseline = prob_beats(base_losses, ev.losses)
+        ev.seconds = wall / max(1, K)
+        if ev.failures:
+            ev.failure = "; ".join(f"{t}: {r}" for t, r in ev.failures.items())
+    return results

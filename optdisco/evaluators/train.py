@@ -1,0 +1,244 @@
+"""Batched training: many (rule, learning rate, seed) runs on one task as one computation.
+
+All runs' parameters live in one flat buffer ``(P, N)`` (P runs, N scalars per run). Each
+step does one batched forward/backward for all P runs (the task's losses are independent
+per run, so the gradient of their sum is every run's own gradient), then applies each
+rule's update to its contiguous slice of rows with the batched interpreter
+(``batch_dims=1``; learning rates are a ``(rows, 1)`` tensor). A rule that only uses
+elementwise built-ins is applied once to the whole flat slice; one with reductions or
+matrix built-ins is applied tensor by tensor, so that ``norm`` or ``orthogonalize`` see
+each weight as the rule language defines.
+
+Schedule: linear warmup over the first ``warmup`` fraction of steps, then cosine decay to
+zero: lr_t = lr * min(t / t_w, 1/2 (1 + cos(pi (t - t_w) / (T - t_w)))).
+
+Robustness: a run whose training loss is nan/inf or exceeds ``explode`` times its initial
+loss stops (its row is reset to the initial point and masked out of the loss) with a
+reason; a rule whose update raises (or returns non-finite values everywhere) fails all of
+its runs with the error text. Other runs are unaffected.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import zlib
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+
+from ..dsl import Program, run as run_rule
+from ..dsl.builtins import BUILTINS, kind_of
+from ..dsl.ir import Call
+from .tasks import Task
+
+EXPLODE = 100.0
+WARMUP = 0.05
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run: which program (index into the list given), peak learning rate, seed."""
+
+    program: int
+    lr: float
+    seed: int
+
+
+@dataclass
+class RunResult:
+    """What a run ended with: validation loss (inf if failed), curve, failure reason, final weights."""
+
+    loss: float
+    curve: list[float]
+    failure: str | None
+    params: torch.Tensor | None = None   # flat final parameters (N,), or None if failed
+    train_loss: float = float("nan")
+    steps_done: int = 0
+
+
+def schedule(t: int, steps: int, warmup: float = WARMUP) -> float:
+    """Warmup-then-cosine multiplier at step t (1-based) of ``steps``; reaches 0 after the last step."""
+    tw = max(1, int(round(warmup * steps)))
+    if t <= tw:
+        return t / tw
+    return 0.5 * (1.0 + math.cos(math.pi * (t - tw) / max(1, steps - tw)))
+
+
+def seed_generator(task: Task, seed: int, purpose: str) -> torch.Generator:
+    """A generator determined by (task, seed, purpose) alone, so runs are reproducible."""
+    return torch.Generator().manual_seed(zlib.crc32(f"{task.name}/{seed}/{purpose}".encode()))
+
+
+def needs_per_tensor(program: Program) -> bool:
+    """Whether the rule reads whole-tensor structure (reductions, matrix built-ins)."""
+    exprs = [a.expr for a in program.body] + [program.update]
+    return any(isinstance(n, Call) and n.fn in BUILTINS and kind_of(n.fn) in ("reduction", "matrix")
+               for e in exprs for n in e.walk())
+
+
+def _layout(task: Task) -> list[tuple[int, int, tuple[int, ...]]]:
+    out, o = [], 0
+    for _, shape in task.shapes:
+        n = math.prod(shape)
+        out.append((o, n, shape))
+        o += n
+    return out
+
+
+def _unflatten(flat: torch.Tensor, layout) -> list[torch.Tensor]:
+    P = flat.shape[0]
+    return [flat[:, o:o + n].view(P, *shape) for o, n, shape in layout]
+
+
+def _short(e: BaseException) -> str:
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{type(e).__name__}: {text}"[:300]
+
+
+def train(task: Task, programs: Sequence[Program], runs: Sequence[Run], *, steps: int | None = None,
+          n_evals: int = 8, time_limit: float | None = None, keep_params: bool = True,
+          dtype: torch.dtype = torch.float32) -> list[RunResult]:
+    """Train every run for ``steps`` updates (task default if None); results in the order of ``runs``.
+
+    ``time_limit`` (seconds) applies per program: its own update time plus an equal share of
+    the shared forward/backward time; a program over the limit fails with that reason.
+    """
+    steps = steps or task.steps
+    order = sorted(range(len(runs)), key=lambda i: runs[i].program)  # contiguous rows per program
+    rows = [runs[i] for i in order]
+    P = len(rows)
+    layout = _layout(task)
+    seeds = sorted({r.seed for r in rows})
+    seed_row = {s: i for i, s in enumerate(seeds)}
+    inits = [torch.cat([p.reshape(-1) for p in task.init(seed_generator(task, s, "init"))]) for s in seeds]
+    batches = torch.stack([task.sample(seed_generator(task, s, "data"), steps) for s in seeds])
+    seed_idx = torch.tensor([seed_row[r.seed] for r in rows])
+    init_flat = torch.stack(inits).to(dtype)[seed_idx]
+    flat = init_flat.clone()
+    lrs = torch.tensor([r.lr for r in rows], dtype=dtype).unsqueeze(1)
+
+    groups: list[tuple[int, int, int]] = []  # (program index, start row, end row)
+    for i, r in enumerate(rows):
+        if groups and groups[-1][0] == r.program:
+            groups[-1] = (r.program, groups[-1][1], i + 1)
+        else:
+            groups.append((r.program, i, i + 1))
+    states = {k: [torch.zeros(e - s, flat.shape[1], dtype=dtype) for _ in programs[k].state_names]
+              for k, s, e in groups}
+    per_tensor = {k: needs_per_tensor(programs[k]) for k, _, _ in groups}
+    noise_gen = {k: torch.Generator().manual_seed(1000 + k + 7919 * rows[s].seed) for k, s, e in groups}
+    prog_time = {k: 0.0 for k, _, _ in groups}
+
+    alive = torch.ones(P, dtype=torch.bool)
+    failure: list[str | None] = [None] * P
+    curves: list[list[float]] = [[] for _ in range(P)]
+    eval_at = sorted({max(1, round(steps * (i + 1) / n_evals)) for i in range(n_evals)})
+    first_loss = torch.full((P,), float("nan"))
+    last_train = torch.full((P,), float("nan"))
+    steps_done = torch.zeros(P, dtype=torch.long)
+
+    def kill(mask: torch.Tensor, reason: str) -> None:
+        nonlocal flat
+        for i in torch.nonzero(mask & alive).flatten().tolist():
+            failure[i] = reason
+        alive.logical_and_(~mask)
+        flat = torch.where(alive.unsqueeze(1), flat, init_flat)
+        for k, s, e in groups:
+            for st in states[k]:
+                st.masked_fill_(~alive[s:e].unsqueeze(1), 0.0)
+
+    for t in range(1, steps + 1):
+        if not bool(alive.any()):
+            break
+        t0 = time.perf_counter()
+        factor = schedule(t, steps)
+        x = flat.detach().requires_grad_(True)
+        batch = batches[:, t - 1][seed_idx]
+        losses = task.train_loss(_unflatten(x, layout), batch)
+        ld = losses.detach()
+        if t == 1:
+            first_loss = ld.clone()
+        bad = ~torch.isfinite(ld)
+        exploded = torch.isfinite(ld) & (ld > EXPLODE * first_loss.abs().clamp_min(1e-3))
+        live_before = alive.clone()
+        if bool((bad & alive).any()):
+            kill(bad, f"non-finite training loss at step {t}")
+        if bool((exploded & alive).any()):
+            kill(exploded, f"training loss exploded at step {t} (> {EXPLODE:g}x its initial value)")
+        total = torch.where(live_before, losses, torch.zeros_like(losses)).sum()
+        (g,) = torch.autograd.grad(total, x)
+        g = torch.where(alive.unsqueeze(1), g, torch.zeros_like(g))
+        last_train = torch.where(alive, ld, last_train)
+        steps_done += alive.long()
+        shared = time.perf_counter() - t0
+        n_live_groups = max(1, sum(bool(alive[s:e].any()) for _, s, e in groups))
+
+        new_rows = []
+        for k, s, e in groups:
+            if not bool(alive[s:e].any()):
+                new_rows.append(flat[s:e])
+                continue
+            t1 = time.perf_counter()
+            lr_t = lrs[s:e] * factor
+            try:
+                with torch.no_grad():
+                    u, new_states = _apply(programs[k], flat[s:e], g[s:e], states[k], t, lr_t,
+                                           layout, per_tensor[k], noise_gen[k])
+                step_rows = flat[s:e] - lr_t * u
+                states[k] = new_states
+            except Exception as err:  # a rule's own failure must never stop the others
+                alive[s:e] = False
+                for i in range(s, e):
+                    failure[i] = failure[i] or f"rule error at step {t}: {_short(err)}"
+                step_rows = init_flat[s:e]
+                states[k] = [torch.zeros_like(st) for st in states[k]]
+            new_rows.append(step_rows)
+            prog_time[k] += time.perf_counter() - t1 + shared / n_live_groups
+            if time_limit is not None and prog_time[k] > time_limit and bool(alive[s:e].any()):
+                for i in range(s, e):
+                    if alive[i]:
+                        failure[i] = f"time limit of {time_limit:g}s exceeded at step {t}"
+                alive[s:e] = False
+        flat = torch.cat(new_rows).detach()
+        nonfinite = ~torch.isfinite(flat).all(dim=1)
+        if bool((nonfinite & alive).any()):
+            kill(nonfinite, f"non-finite parameters after step {t}")
+        if t in eval_at:
+            with torch.no_grad():
+                vl = task.val_loss(_unflatten(flat, layout))
+            for i in range(P):
+                curves[i].append(float(vl[i]) if alive[i] else float("inf"))
+
+    results: list[RunResult | None] = [None] * len(runs)
+    for i, orig in enumerate(order):
+        ok = bool(alive[i])
+        loss = curves[i][-1] if ok and curves[i] else float("inf")
+        reason = failure[i]
+        if ok and not math.isfinite(loss):
+            ok, reason = False, "non-finite validation loss"
+        results[orig] = RunResult(loss=loss if ok else float("inf"), curve=curves[i],
+                                  failure=None if ok else reason,
+                                  params=flat[i].clone() if ok and keep_params else None,
+                                  train_loss=float(last_train[i]), steps_done=int(steps_done[i]))
+    return results  # type: ignore[return-value]
+
+
+def _apply(program: Program, w: torch.Tensor, g: torch.Tensor, states: list[torch.Tensor], t: int,
+           lr: torch.Tensor, layout, per_tensor: bool, gen: torch.Generator):
+    """The rule's update and new states for rows of the flat buffer."""
+    if not per_tensor:
+        return run_rule(program, w, g, states, step=float(t), lr=lr, batch_dims=1, generator=gen)
+    n = w.shape[0]
+    us, new = [], [[] for _ in states]
+    for o, size, shape in layout:
+        sl = slice(o, o + size)
+        view = lambda x: x[:, sl].reshape(n, *shape)  # noqa: E731
+        lr_b = lr.view(n, *([1] * len(shape)))
+        u, ns = run_rule(program, view(w), view(g), [view(st) for st in states], step=float(t),
+                         lr=lr_b, batch_dims=1, generator=gen)
+        us.append(u.reshape(n, size))
+        for j, s in enumerate(ns):
+            new[j].append(s.reshape(n, size))
+    return torch.cat(us, dim=1), [torch.cat(parts, dim=1) for parts in new]
