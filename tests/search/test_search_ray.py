@@ -1,0 +1,96 @@
+"""The campaign on real local Ray workers: a killed worker and a hung batch cost one evaluation."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import quadratic_config
+
+from optdisco.dsl import parse
+from optdisco.search.campaign import Campaign
+from optdisco.search.executors import RayExecutor
+from optdisco.search.fitness import WORST, quadratic_fitness
+from optdisco.search.mutate import SEED_RULE
+from optdisco.search.store import Store
+
+pytestmark = pytest.mark.ray
+
+
+def busy_ray_workers() -> list[int]:
+    """Pids of Ray worker processes that are running an evaluation right now (by process title)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if cmd.startswith("ray::evaluate_batch"):
+            pids.append(int(entry.name))
+    return pids
+
+
+def test_a_killed_worker_costs_only_its_batch(ray_session, tmp_path):
+    cfg = quadratic_config(**{"budget": 40, "fitness.budget": 1.0, "distributed.max_retries": 1,
+                              "simplify.enabled": False, "funnel.top_k": 0})
+    store = Store(tmp_path / "c.db")
+    killed: list[int] = []
+
+    def killer():
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not killed:
+            with Store(tmp_path / "c.db", create=False) as s:
+                started = s.counts()["done"] >= 6
+            pids = busy_ray_workers() if started else []
+            if pids:
+                os.kill(pids[0], signal.SIGKILL)
+                killed.append(pids[0])
+            time.sleep(0.02)
+
+    t = threading.Thread(target=killer)
+    t.start()
+    try:
+        Campaign(cfg, store, RayExecutor("quadratic", workers=2), warm_start=parse(SEED_RULE)).run()
+    finally:
+        t.join()
+    assert killed, "no busy Ray worker was found to kill"
+    c = store.counts()
+    assert c["done"] == 40  # the campaign went on to the end
+    retried = store.db.execute("SELECT id, attempts FROM batches WHERE attempts > 1").fetchall()
+    assert retried, "the killed worker's batch should have been re-run"
+    for bid, _ in retried:
+        evs = store.db.execute("SELECT attempt, failure FROM evaluations WHERE batch = ?", (bid,)).fetchall()
+        assert evs and all(a == 2 and not (f or "").startswith("batch failed") for a, f in evs)
+    assert store.db.execute("SELECT COUNT(*) FROM programs WHERE status IN ('pending', 'queued')").fetchone()[0] == 0
+
+
+def hangs_on_sgd(programs, settings):
+    """The quadratic fitness, except that a batch holding plain SGD never returns (a hung task)."""
+    if any(p.source().split("\n", 1)[1].strip() == "return g" for p in programs):
+        time.sleep(3600)
+    return quadratic_fitness(programs, settings)
+
+
+def test_a_hung_batch_is_cancelled_and_marked_failed(ray_session, tmp_path):
+    cfg = quadratic_config(**{"budget": 10, "distributed.max_retries": 0, "fitness.time_limit": 4.0,
+                              "simplify.enabled": False, "funnel.top_k": 0})
+    import ray.cloudpickle
+    import sys
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    store = Store(tmp_path / "c.db")
+    t0 = time.monotonic()
+    Campaign(cfg, store, RayExecutor(hangs_on_sgd, workers=2, time_limit=4.0),
+             warm_start=parse("def sgd(w, g):\n    return g\n")).run()
+    assert time.monotonic() - t0 < 60
+    first = store.program(0)
+    assert first.status == "failed" and first.fitness == WORST
+    assert "timed out" in store.evaluations(0)[0]["failure"]
+    assert store.counts()["done"] == 10
+    assert any(r.status == "done" for r in store.completed())
