@@ -40,25 +40,51 @@ def assert_close_lists(got, want, rtol, atol, what=""):
                                    msg=lambda m: f"{what} tensor {i}: {m}")
 
 
+def queue(draws):
+    """``noise(shape)`` returning ``draws`` one after another (the interpreter's draw order)."""
+    it = iter(draws)
+    return lambda shape: next(it).reshape(shape)
+
+
+def generator_noise(program, seed):
+    """noise_for() of backends that draw like the interpreter: tensor by tensor, draw by draw."""
+    def noise_for(k, params):
+        gen = torch.Generator().manual_seed(seed + k)
+        per = [[torch.randn(w.shape, generator=gen, dtype=torch.float32 if w.dtype in
+                            (torch.bfloat16, torch.float16) else w.dtype)
+                for _ in range(program_draws(program))] for w in params]
+        return lambda i: queue(per[i])
+    return noise_for
+
+
+def program_draws(program):
+    from optdisco.kernels.plan import make_plan
+    return make_plan(program).n_draws
+
+
 def check_backend(backend, program: Program, *, shapes=SHAPES, dtype=torch.float64, n_steps=3,
                   lr=0.01, rtol=1e-9, atol=1e-11, seed=0, noise_for=None, state_dtype=None):
     """``n_steps`` steps on fresh inputs; the backend must match the interpreter each time.
 
-    ``noise_for(step_index, params) -> noise(i)`` supplies the noise the backend drew, for
-    rules with randn().
+    ``noise_for(step_index, params) -> noise(i)`` gives the noise the backend drew for tensor
+    i (called after the backend's step), for rules with randn(); by default the backend is
+    assumed to draw like the interpreter from ``torch.Generator().manual_seed(1234 + k)``.
     """
+    if noise_for is None:
+        noise_for = generator_noise(program, 1234)
     hyper = {n: v * 1.1 for n, v in program.hyperparameters}  # not the defaults: runtime args
     for k in range(n_steps):
         params, grads, states = fresh_case(program, shapes, dtype, seed * 100 + k, state_dtype)
         steps = [float(k + 1 + i % 2) for i in range(len(shapes))]
-        noise = noise_for(k, params) if noise_for else None
-        want_p, want_s = reference_step(program, params, grads, states, steps=steps, lr=lr,
-                                        hyper=hyper, noise=noise)
-        g_before = [g.clone() for g in grads]
+        p0 = [p.clone() for p in params]
+        s0 = [[x.clone() for x in s] for s in states]
+        g0 = [g.clone() for g in grads]
         backend.step(params, grads, states, steps=steps, lr=lr, hyperparameters=hyper,
                      generator=torch.Generator().manual_seed(1234 + k))
+        want_p, want_s = reference_step(program, p0, g0, s0, steps=steps, lr=lr, hyper=hyper,
+                                        noise=noise_for(k, p0))
         assert_close_lists(params, want_p, rtol, atol, f"{program.name} step {k} param")
         for j in range(len(program.state_names)):
             assert_close_lists([s[j] for s in states], [s[j] for s in want_s], rtol, atol,
                                f"{program.name} step {k} state {program.state_names[j]}")
-        assert all(torch.equal(a, b) for a, b in zip(grads, g_before)), "gradients were modified"
+        assert all(torch.equal(a, b) for a, b in zip(grads, g0)), "gradients were modified"
