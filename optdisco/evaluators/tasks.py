@@ -229,6 +229,12 @@ def cnn(params: Params, x: torch.Tensor, side: int = 8) -> torch.Tensor:
     return linear(h.flatten(2), params[-2], params[-1])
 
 
+def conv1d_shapes(channels: int, length: int = 40, classes: int = 10, k: int = 5) -> Shapes:
+    """Shapes of :func:`conv1d_net` with ``channels`` channels on sequences of ``length``."""
+    return [("conv0", (channels, 1, k)), ("b_conv0", (channels,)), ("conv1", (channels, channels, k)),
+            ("b_conv1", (channels,)), ("head", (classes, channels * (length // 4))), ("b_head", (classes,))]
+
+
 def conv1d_net(params: Params, x: torch.Tensor) -> torch.Tensor:
     """1-D CNN: two (conv k=5 + relu), average pool 4, linear head; x (P, N, L) or (N, L)."""
     h = x.unsqueeze(-2)
@@ -431,3 +437,7 @@ def _autoencoder(scale: str) -> Task:
     return Supervised("autoencoder", "tanh autoencoder 64-32-8-32-64 on 8x8 digits", steps=150,
                       batch_size=64, shapes=mlp_shapes([64, 32, 8, 32, 64]), dataset=D.digits,
                       model=lambda p, x: mlp(p, x, torch.tanh), loss="ae")
+
+
+# Importing the held-out suite registers it (it lives in its own module: the search never uses it).
+from . import heldout as _heldout  # noqa: E402,F401

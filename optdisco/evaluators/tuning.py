@@ -2,7 +2,8 @@
 
 Stage 1 trains every program at each grid learning rate (seed 0 of the seeds asked for);
 stage 2 tries the best point times and divided by ``refine`` (half a decade by default);
-the lowest validation loss wins. Stage 3 trains the remaining seeds at the tuned rate.
+while a program's best is the largest (smallest) rate it tried, up to ``extend`` more
+stages step outward by ``refine``; the lowest validation loss wins. Stage 3 trains the remaining seeds at the tuned rate.
 All programs of a stage train as one batched computation. A program none of whose
 learning rates gives a finite loss fails on the task, with the reason of its smallest
 learning rate (a rule error is reported as such).
@@ -42,7 +43,7 @@ class Tuned:
 
 def tune(task: Task, programs: Sequence[Program], *, seeds: Sequence[int], steps: int,
          grid: Sequence[float] = DEFAULT_LR_GRID, refine: float | None = REFINE,
-         time_limit: float | None = None) -> list[Tuned]:
+         time_limit: float | None = None, extend: int = 2) -> list[Tuned]:
     """Tune each program's peak learning rate on ``task`` and train ``seeds`` at it (see module doc)."""
     K, s0 = len(programs), seeds[0]
     results: list[list[tuple[float, RunResult]]] = [[] for _ in range(K)]
@@ -67,6 +68,20 @@ def tune(task: Task, programs: Sequence[Program], *, seeds: Sequence[int], steps
             if b is not None and not rule_error(k):
                 runs += [Run(k, b[0] / refine, s0), Run(k, b[0] * refine, s0)]
         stage(runs)
+        for _ in range(extend):  # the best at the edge of what was tried: step outward
+            runs = []
+            for k in range(K):
+                b = best(k)
+                if b is None or rule_error(k):
+                    continue
+                tried = [lr for lr, _ in results[k]]
+                if b[0] >= max(tried):
+                    runs.append(Run(k, b[0] * refine, s0))
+                elif b[0] <= min(tried):
+                    runs.append(Run(k, b[0] / refine, s0))
+            if not runs:
+                break
+            stage(runs)
 
     out: list[Tuned] = []
     for k in range(K):

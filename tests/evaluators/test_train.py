@@ -1,0 +1,68 @@
+import math
+
+import torch
+
+from optdisco.dsl import Program
+from optdisco.dsl.ir import Assign, Call, Name
+from optdisco.evaluators import ADAMW, Run, get_task, train
+from optdisco.evaluators.train import schedule
+
+
+
+def test_schedule_warms_up_and_decays_to_zero():
+    assert schedule(1, 100) < schedule(5, 100)
+    assert schedule(5, 100) == 1.0
+    assert abs(schedule(100, 100)) < 1e-12
+    assert all(schedule(t, 100) >= schedule(t + 1, 100) for t in range(5, 100))
+
+
+def test_batched_equals_one_at_a_time(rules):
+    LION, SGD, NORMED = rules['lion'], rules['sgd'], rules['normed']
+    task = get_task("digits_mlp")
+    progs = [ADAMW, LION, SGD, NORMED]
+    runs = [Run(k, lr, s) for k, lr in [(0, 1e-2), (1, 1e-3), (2, 0.1), (3, 1e-2)] for s in (0, 1)]
+    runs += [Run(0, 3e-3, 0)]
+    batched = train(task, progs, runs, steps=25)
+    for r, b in zip(runs, batched):
+        (alone,) = train(task, progs, [r], steps=25)
+        assert b.failure is None and alone.failure is None
+        assert math.isclose(b.loss, alone.loss, rel_tol=1e-4, abs_tol=1e-6), (r, b.loss, alone.loss)
+        assert torch.allclose(b.params, alone.params, rtol=1e-4, atol=1e-5)
+
+
+def test_same_seed_same_numbers_and_seeds_differ():
+    task = get_task("char_lm")
+    a = train(task, [ADAMW], [Run(0, 1e-2, 0), Run(0, 1e-2, 1)], steps=10)
+    b = train(task, [ADAMW], [Run(0, 1e-2, 0), Run(0, 1e-2, 1)], steps=10)
+    assert [r.loss for r in a] == [r.loss for r in b]
+    assert a[0].loss != a[1].loss
+
+
+def test_divergent_candidate_does_not_spoil_others(rules):
+    EXPLODER, SGD = rules['exploder'], rules['sgd']
+    task = get_task("logreg")
+    runs = [Run(0, 1e-2, 0), Run(1, 1e-2, 0), Run(0, 1e6, 0), Run(2, 0.1, 0)]
+    res = train(task, [ADAMW, EXPLODER, SGD], runs, steps=30)
+    assert res[1].failure and ("exploded" in res[1].failure or "non-finite" in res[1].failure)
+    assert res[1].loss == math.inf
+    assert res[2].failure is not None  # AdamW at lr 1e6 diverges too
+    clean = train(task, [ADAMW, SGD], [Run(0, 1e-2, 0), Run(1, 0.1, 0)], steps=30)
+    assert res[0].failure is None and res[3].failure is None
+    assert math.isclose(res[0].loss, clean[0].loss, rel_tol=1e-4)
+    assert math.isclose(res[3].loss, clean[1].loss, rel_tol=1e-4)
+
+
+def test_rule_error_is_reported_not_raised():
+    # A program the parser would reject (it reads an undefined name), as a buggy mutation might build.
+    broken = Program(name="broken", state_names=(), hyperparameters=(),
+                     body=(Assign("u", Call("mul", (Name("g"), Name("nowhere")))),), update=Name("u"))
+    task = get_task("quadratic")
+    res = train(task, [broken, ADAMW], [Run(0, 0.1, 0), Run(1, 0.1, 0)], steps=10)
+    assert res[0].failure.startswith("rule error at step 1") and "nowhere" in res[0].failure
+    assert res[1].failure is None and math.isfinite(res[1].loss)
+
+
+def test_time_limit_stops_a_program():
+    task = get_task("digits_mlp")
+    res = train(task, [ADAMW], [Run(0, 1e-2, 0)], steps=200, time_limit=0.01)
+    assert res[0].failure and "time limit" in res[0].failure
