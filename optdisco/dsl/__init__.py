@@ -6,5 +6,14 @@ from .interpreter import run, trajectory
 from .ir import Assign, Call, Const, Expr, Name, Program
 from .parser import parse
 
+
+def __getattr__(name: str):
+    # sympy is slow to import: load the equivalence checker only when asked for
+    if name in ("equivalent", "Equivalence"):
+        from . import equivalence
+        return getattr(equivalence, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = ["BUILTINS", "DSLError", "Program", "Expr", "Const", "Name", "Call", "Assign",
-           "parse", "run", "trajectory"]
+           "parse", "run", "trajectory", "equivalent", "Equivalence"]

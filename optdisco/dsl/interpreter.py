@@ -39,6 +39,8 @@ class _Context:
 
     def full(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` broadcast to the parameter's shape."""
+        if x.shape == self.shape:  # the common case; torch.broadcast_shapes costs ~0.3 ms
+            return x
         return torch.broadcast_to(x, torch.broadcast_shapes(x.shape, self.shape))
 
     def reduce(self, fn, x: torch.Tensor) -> torch.Tensor:

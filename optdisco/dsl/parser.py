@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import difflib
 import textwrap
+import warnings
 
 from .builtins import ALIASES, BUILTINS, CALLABLE, INFIX
 from .errors import DSLError
@@ -86,10 +87,19 @@ def parse(text: str) -> Program:
     except DSLError:
         raise
     except RecursionError:
-        raise DSLError("the rule is nested too deeply",
+        raise DSLError("the rule is nested too deeply", 1, 1,
                        hint=f"split long expressions into statements (at most {MAX_DEPTH} levels)") from None
     except MemoryError:
-        raise DSLError("the rule is too large to parse") from None
+        raise DSLError("the rule is too large to parse", 1, 1) from None
+
+
+def _text_position(text: str, default: tuple[int, int] = (1, 1)) -> tuple[int, int]:
+    """Where a whole-text problem is: the first NUL character if any, else ``default``."""
+    i = text.find("\x00")
+    if i < 0:
+        return default
+    line = text.count("\n", 0, i) + 1
+    return line, i - (text.rfind("\n", 0, i) + 1) + 1
 
 
 def _pos(node: ast.AST) -> tuple[int | None, int | None]:
@@ -123,13 +133,16 @@ class _Parser:
 
     def program(self) -> Program:
         try:
-            tree = ast.parse(_dedent(self.text), mode="exec")
+            with warnings.catch_warnings():  # e.g. "invalid escape sequence": ours to report, not Python's
+                warnings.simplefilter("ignore")
+                tree = ast.parse(_dedent(self.text), mode="exec")
         except SyntaxError as e:
             msg = e.msg or "invalid syntax"
-            raise DSLError(f"syntax error: {msg}", e.lineno, e.offset,
+            line, col = (e.lineno, e.offset or 1) if e.lineno else _text_position(self.text)
+            raise DSLError(f"syntax error: {msg}", line, col,
                            "a rule is one Python function definition") from None
         except (ValueError, OverflowError) as e:  # null bytes, huge literals
-            raise DSLError(f"cannot parse the text: {e}") from None
+            raise DSLError(f"cannot parse the text: {e}", *_text_position(self.text)) from None
 
         defs = [n for n in tree.body]
         if not defs:

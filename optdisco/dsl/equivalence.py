@@ -1,0 +1,207 @@
+"""Do two rules compute the same updates? Symbolically where sympy can decide, numerically otherwise.
+
+Two programs are equivalent when, at their hyperparameter defaults, they produce the same
+update for every sequence of gradients, parameters, steps and learning rates (states
+start at zero and are internal: their names, order and scaling do not matter).
+
+The decision, cheapest first:
+
+1. symbolic, cheap: dead statements removed, states that cannot reach the update
+   dropped, the rest matched by position (or any permutation, up to 3 states), noise
+   draws matched by order, hyperparameters replaced by their defaults; then the update
+   and every new state compared by ``expand(a - b) == 0``. All equal: proven equal. An
+   update difference that is a nonzero number: proven different.
+2. numeric: both programs run on the same random trajectories; an update that differs
+   beyond ``rtol`` is a counterexample: proven different.
+3. symbolic, bounded: ``simplify(a - b) == 0`` within a time budget: proven equal.
+4. otherwise equal on every trial but not proven.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+import sympy
+import torch
+
+from .fingerprint import eliminate_dead_code
+from .interpreter import run
+from .ir import Program
+from .symbolic import Timeout, _exact, simplify_bounded, time_limit, to_sympy
+
+
+@dataclass(frozen=True)
+class Equivalence:
+    """The verdict of :func:`equivalent`; truthy exactly when ``equal``.
+
+    ``method`` is ``"symbolic"`` or ``"numeric"`` (what decided), ``proven`` says whether
+    the verdict is a proof (a sympy identity, or a concrete counterexample) or only agreement
+    on random trials, and ``detail`` says what was found.
+    """
+
+    equal: bool
+    method: str
+    proven: bool
+    detail: str
+
+    def __bool__(self) -> bool:
+        return self.equal
+
+
+# -- symbolic ---------------------------------------------------------------------------
+
+@dataclass
+class _Canonical:
+    update: sympy.Expr
+    states: list[sympy.Expr]        # new values of the relevant states
+    old: list[sympy.Symbol]         # their previous-value symbols
+    n_noise: int
+
+
+_STATE = [sympy.Symbol(f"_state{i}", real=True) for i in range(64)]
+_NOISE = [sympy.Symbol(f"_noise{i}", real=True) for i in range(512)]
+
+
+def _canonical(p: Program) -> _Canonical:
+    """The sympy form with defaults substituted, noise renamed by draw order, and only the
+    states the update depends on (directly or through other states)."""
+    rule = to_sympy(p)
+    subs = {rule.symbols[h]: _exact(v) for h, v in p.hyperparameters}
+    subs.update({xi: _NOISE[k] for k, xi in enumerate(rule.noise)})
+    update = rule.update.xreplace(subs)
+    new = {s: e.xreplace(subs) for s, e in rule.states.items()}
+    old = {s: rule.symbols[s] for s in p.state_names}
+    relevant: set[str] = set()
+    frontier = [update]
+    while frontier:
+        free = frontier.pop().free_symbols
+        for s, sym in old.items():
+            if sym in free and s not in relevant:
+                relevant.add(s)
+                frontier.append(new[s])
+    kept = [s for s in p.state_names if s in relevant]
+    return _Canonical(update, [new[s] for s in kept], [old[s] for s in kept], len(rule.noise))
+
+
+def _zero(d: sympy.Expr, seconds: float, full: bool) -> bool | None:
+    """True if ``d`` is identically 0, False if it is a nonzero number, None if unknown."""
+    if d == 0:
+        return True
+    try:
+        with time_limit(seconds):
+            e = sympy.expand(sympy.piecewise_fold(d))
+            if e == 0:
+                return True
+            if full:
+                e = simplify_bounded(e, seconds)
+                if e == 0:
+                    return True
+    except Timeout:
+        return None
+    except Exception:  # noqa: BLE001 - sympy cannot decide this one; let numbers decide
+        return None
+    if e.is_number and e.is_zero is False and e.is_finite:
+        return False
+    return None
+
+
+def _symbolic(a: _Canonical, b: _Canonical, seconds: float, full: bool) -> tuple[bool | None, str]:
+    if len(a.states) != len(b.states) or a.n_noise != b.n_noise:
+        return None, "different numbers of relevant states or noise draws: no symbolic matching"
+    n = len(a.states)
+    perms = itertools.permutations(range(n)) if n <= 3 else [tuple(range(n))]
+    for perm in perms:
+        # b's state perm[i] plays a's state i
+        sub_a = {s: _STATE[i] for i, s in enumerate(a.old)}
+        sub_b = {b.old[perm[i]]: _STATE[i] for i in range(n)}
+        verdict = _zero(a.update.xreplace(sub_a) - b.update.xreplace(sub_b), seconds, full)
+        if verdict is False:  # a constant difference for every input: they differ at step 1
+            return False, "sympy shows the updates differ by a nonzero constant"
+        if verdict is None:
+            continue
+        if all(_zero(a.states[i].xreplace(sub_a) - b.states[perm[i]].xreplace(sub_b), seconds, full)
+               for i in range(n)):
+            order = "" if perm == tuple(range(n)) else f" (states matched in order {list(perm)})"
+            return True, f"sympy proves the update and every relevant new state equal{order}"
+    return None, "sympy could not decide"
+
+
+# -- numeric ------------------------------------------------------------------------------
+
+def _trial(seed: int):
+    gen = np.random.default_rng(seed)
+    shape = [(4, 3), (7,), (3, 5), (2, 2, 3)][seed % 4]
+    scale = 10.0 ** gen.uniform(-3, 1, shape)
+    w0 = torch.from_numpy(gen.standard_normal(shape) * 10.0 ** gen.uniform(-2, 1, shape))
+    grads = [torch.from_numpy(gen.standard_normal(shape) * scale) for _ in range(8)]
+    curvature = torch.from_numpy(gen.uniform(0.1, 2.0, shape))
+    lr = float(10.0 ** gen.uniform(-3, 0))
+    return w0, grads, curvature, lr
+
+
+def _updates(p: Program, seed: int, steps: int) -> list[torch.Tensor]:
+    w, grads, curvature, lr = _trial(seed)
+    gen = torch.Generator().manual_seed(seed)
+    states = [torch.zeros_like(w) for _ in p.state_names]
+    out = []
+    for t in range(1, steps + 1):
+        g = grads[(t - 1) % len(grads)] + curvature * w
+        u, states = run(p, w, g, states, step=float(t), lr=lr, generator=gen)
+        out.append(u)
+        w = w - lr * u
+    return out
+
+
+def _mismatch(u: torch.Tensor, v: torch.Tensor, rtol: float) -> str | None:
+    a, b = u.numpy(), v.numpy()
+    same_special = (np.isnan(a) & np.isnan(b)) | (np.isinf(a) & (a == b))
+    finite = np.isfinite(a) & np.isfinite(b)
+    close = finite & (np.abs(a - b) <= rtol * np.maximum(np.abs(a), np.abs(b)) + 1e-300)
+    bad = ~(same_special | close)
+    if not bad.any():
+        return None
+    i = np.unravel_index(np.argmax(bad), a.shape)
+    return f"at index {tuple(int(k) for k in i)}: {float(a[i])!r} vs {float(b[i])!r}"
+
+
+def _counterexample(a: Program, b: Program, trials: int, steps: int, rtol: float) -> str | None:
+    for seed in range(trials):
+        for t, (u, v) in enumerate(zip(_updates(a, seed, steps), _updates(b, seed, steps)), start=1):
+            where = _mismatch(u, v, rtol)
+            if where is not None:
+                return (f"counterexample: trial {seed} (shape {tuple(u.shape)}), step {t}, "
+                        f"update {where}")
+    return None
+
+
+def equivalent(a: Program, b: Program, *, seconds: float = 2.0, trials: int = 8, steps: int = 6,
+               rtol: float = 1e-9) -> Equivalence:
+    """Whether ``a`` and ``b`` compute the same updates at their default hyperparameters.
+
+    Symbolic where sympy can decide (proof of equality, or of a constant difference),
+    numeric otherwise: ``trials`` random trajectories of ``steps`` steps in float64 with the
+    same noise; a difference beyond ``rtol`` is a counterexample (proven different).
+    ``seconds`` bounds each sympy simplification.
+    """
+    a, b = eliminate_dead_code(a), eliminate_dead_code(b)
+    try:
+        ca, cb = _canonical(a), _canonical(b)
+    except Exception as e:  # noqa: BLE001 - a sympy failure must not stop a numeric verdict
+        ca = cb = None
+        why = f"no sympy form ({type(e).__name__})"
+    if ca is not None:
+        verdict, why = _symbolic(ca, cb, seconds, full=False)
+        if verdict is not None:
+            return Equivalence(verdict, "symbolic", True, why)
+    cex = _counterexample(a, b, trials, steps, rtol)
+    if cex is not None:
+        return Equivalence(False, "numeric", True, cex)
+    if ca is not None:
+        verdict, why = _symbolic(ca, cb, seconds, full=True)
+        if verdict:
+            return Equivalence(True, "symbolic", True, why)
+    return Equivalence(True, "numeric", False,
+                       f"updates agree to rtol={rtol:g} on {trials} random trajectories of {steps} "
+                       f"steps; not proven ({why})")

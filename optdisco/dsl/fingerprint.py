@@ -1,0 +1,134 @@
+"""A functional hash of a rule: equal for programs that compute the same sequence of updates.
+
+The hash runs the reference interpreter in float64 on fixed pseudo-random problems and
+hashes the updates it produces, rounded so that algebraically equal forms (``x + x`` and
+``2 * x``, commuted operands, renamed names, dead statements) agree while any real
+difference, including a different hyperparameter default, shows.
+
+Each problem is a short trajectory from zero states: ``w <- w - lr * u`` with fixed
+gradients ``g_t = G_t + K * w`` (a noisy quadratic; per-element scales of G from 1e-3 to
+10, one exact zero) on a 12x8 matrix (the matrix built-ins' tall case) and a 500-vector (many elements:
+some sit near the sign boundary of a momentum sum), for three learning rates at
+once (batched), with ``randn()`` drawn from a fixed seed. Only updates are hashed:
+states are internal, so programs that keep differently scaled or ordered states but
+move the parameters the same way hash equal.
+
+Noise: two programs that draw noise in a different order (``randn() - randn()`` written
+the other way round) are equal in distribution but hash differently; a false
+"different" costs the search one redundant evaluation, never a missed candidate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from .interpreter import run
+from .ir import Call, Expr, Name, Program
+
+#: Version of the recipe; bump it when anything below changes (cached hashes go stale).
+VERSION = 1
+STEPS = 5
+LEARNING_RATES = (1e-3, 0.05, 0.7)
+SHAPES = ((12, 8), (500,))
+#: Significant bits of the mantissa kept (22 bits ~ 6.6 decimal digits).
+MANTISSA_BITS = 22
+#: Values smaller in magnitude than this are hashed as zero (cancellation noise).
+FLUSH = 1e-13
+_SEED = 20241128
+
+
+def _names(e: Expr) -> set[str]:
+    return {n.id for n in e.walk() if isinstance(n, Name)}
+
+
+def eliminate_dead_code(p: Program) -> Program:
+    """``p`` without the statements whose values reach neither the update nor a new state.
+
+    Backward liveness over the straight-line body: a statement ``t = e`` is kept when
+    ``t`` is live after it; then ``t`` dies and the names in ``e`` become live.
+    """
+    live = _names(p.update) | set(p.state_names)
+    kept = []
+    for stmt in reversed(p.body):
+        if stmt.target in live:
+            kept.append(stmt)
+            live.discard(stmt.target)
+            live |= _names(stmt.expr)
+    if len(kept) == len(p.body):
+        return p
+    return replace(p, body=tuple(reversed(kept)))
+
+
+def _problems() -> list[dict]:
+    gen = np.random.default_rng(_SEED)
+    out = []
+    for shape in SHAPES:
+        n_lr = len(LEARNING_RATES)
+        # each element has its own scale (1e-3..10) that its gradients keep over time, so
+        # momentum-like sums often change sign and sign-like rules see their constants
+        scale = 10.0 ** gen.uniform(-3, 1, shape)
+        w0 = gen.standard_normal(shape) * 10.0 ** gen.uniform(-3, 1, shape)
+        grads = [gen.standard_normal(shape) * scale for _ in range(STEPS)]
+        grads[1].reshape(-1)[0] = 0.0  # one exact zero: sign(g) and g/|g| differ there, as they should
+        out.append({
+            "shape": shape,
+            # the same problem for every learning rate, stacked on a leading batch dim
+            "w": torch.from_numpy(np.broadcast_to(w0, (n_lr, *shape)).copy()),
+            "grads": [torch.from_numpy(gr) for gr in grads],
+            "curvature": torch.from_numpy(gen.uniform(0.1, 2.0, shape)),
+            "lr": torch.tensor(LEARNING_RATES, dtype=torch.float64).reshape(n_lr, *([1] * len(shape))),
+        })
+    return out
+
+
+_PROBLEMS = _problems()
+
+
+def updates(p: Program) -> list[np.ndarray]:
+    """The updates ``u_1..u_STEPS`` of ``p`` on each fingerprint problem, as float64 arrays
+    of shape ``(len(LEARNING_RATES), *shape)`` (the raw values the fingerprint rounds)."""
+    p = eliminate_dead_code(p)
+    out = []
+    for prob in _PROBLEMS:
+        gen = torch.Generator().manual_seed(_SEED)
+        w = prob["w"]
+        states = [torch.zeros_like(w) for _ in p.state_names]
+        for t in range(1, STEPS + 1):
+            g = prob["grads"][t - 1] + prob["curvature"] * w  # a noisy quadratic: g depends on w
+            u, states = run(p, w, g, states, step=float(t), lr=prob["lr"],
+                            batch_dims=1, generator=gen)
+            out.append(u.numpy())
+            w = w - prob["lr"] * u
+    return out
+
+
+def quantize(values: np.ndarray) -> bytes:
+    """Bytes identifying ``values`` rounded to MANTISSA_BITS significant bits.
+
+    |x| < FLUSH is 0 (and -0 is 0); nan, +inf and -inf are distinct tokens.
+    """
+    raw = np.asarray(values, dtype=np.float64).reshape(-1)
+    v = raw
+    finite = np.isfinite(v)
+    v = np.where(finite & (np.abs(v) >= FLUSH), v, 0.0)
+    m, e = np.frexp(v)
+    q = np.rint(m * (1 << MANTISSA_BITS)).astype(np.int64)
+    carry = np.abs(q) == (1 << MANTISSA_BITS)  # rounding 0.99999... up to 1.0: renormalize
+    q = np.where(carry, q // 2, q)
+    e = np.where(carry, e + 1, e).astype(np.int64)
+    q = np.where(q == 0, 0, q)
+    e = np.where(q == 0, 0, e)
+    token = np.select([np.isnan(raw), np.isposinf(raw), np.isneginf(raw)], [1, 2, 3], 0).astype(np.int64)
+    return np.stack([q, e, token]).tobytes()
+
+
+def fingerprint(p: Program) -> str:
+    """Hex functional hash of ``p``: blake2b over the quantized updates of :func:`updates`."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"optdisco-fingerprint-v{VERSION}".encode())
+    h.update(quantize(np.concatenate([u.reshape(-1) for u in updates(p)])))
+    return h.hexdigest()
