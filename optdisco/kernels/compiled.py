@@ -76,18 +76,30 @@ class CompiledBackend:
         hyper = self.program.hyperparameter_defaults
         hyper.update(hyperparameters)
         tail = [float(hyper[n]) for n in self.program.hyperparameter_names]
-        for w, g, s, t in zip(params, grads, states, steps):
+        n_draws = self.plan.n_draws
+        scal_rows: dict[torch.dtype, torch.Tensor] = {}
+        for i, (w, g, s, t) in enumerate(zip(params, grads, states, steps)):
             dt = compute_dtype(w)
-            scal = torch.tensor([float(t), float(lr), float(w.numel())] + tail, dtype=dt)
-            noise = [matrix_view(n) for n in
-                     draw_noise(self.plan.n_draws, w.shape, dt, w.device, generator)]
+            if dt not in scal_rows:  # one small tensor per step, a row per parameter
+                scal_rows[dt] = torch.tensor([[float(st), float(lr), float(p.numel())] + tail
+                                              for st, p in zip(steps, params)], dtype=dt)
+            scal = scal_rows[dt][i]
+            noise = [matrix_view(n) for n in draw_noise(n_draws, w.shape, dt, w.device, generator)] \
+                if n_draws else []
             contiguous = w.is_contiguous() and g.is_contiguous() and all(x.is_contiguous() for x in s)
             ws, ss = (w, s) if contiguous else (w.contiguous(), [x.contiguous() for x in s])
             args = [matrix_view(ws), matrix_view(g.contiguous()), *[matrix_view(x) for x in ss], scal, *noise]
             key = (w.dim() >= 2 and w.shape[0] == 1, w.numel() == 1, w.dtype, g.dtype, dt)
             if key not in self._seen:  # first call of a new specialization: time its compile
                 start = time.perf_counter()
-                fn(*args)
+                try:
+                    fn(*args)
+                except Exception as e:  # compiling happens before anything is written
+                    if not self.compile:
+                        raise
+                    raise BackendUnavailable(
+                        f"torch.compile failed for rule '{self.program.name}' ({type(e).__name__}: "
+                        f"{str(e)[:300]}); use backend='foreach'") from e
                 self.compile_seconds += time.perf_counter() - start
                 self._seen.add(key)
             else:

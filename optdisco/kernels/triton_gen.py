@@ -42,6 +42,9 @@ EXPR = {
 POW_LITERAL = {1.0: "{0}", 2.0: "({0} * {0})", 3.0: "({0} * {0} * {0})", 0.5: "tl.sqrt_rn({0})",
                -1.0: "tl.div_rn(1.0, {0})"}
 
+#: The seed changes every step: never specialize the kernel on its value.
+JIT = '@triton.jit(do_not_specialize=["seed"])'
+
 #: Columns of a tensor's row in ``scal`` before the reduction results.
 ROW_STEP, ROW_NUMEL, ROW_FIXED = 0, 1, 2
 
@@ -190,11 +193,11 @@ def generate(plan: Plan, *, w_dtype: str, g_dtype: str, compute_dtype: str,
         return lines
 
     for level in range(1, lay.levels + 1):
-        out += ["", "@triton.jit", f"def pass_{level}({sig}):",
+        out += ["", JIT, f"def pass_{level}({sig}):",
                 f'    """Pass {level}: arguments of the level-{level} reductions and matrix built-ins."""']
         out += body(level, final=False)
         out.append("")
-    out += ["", "@triton.jit", f"def final({sig}):",
+    out += ["", JIT, f"def final({sig}):",
             '    """The fused update: load once, compute u and every state, store in place."""']
     out += body(lay.levels + 1, final=True)
     return "\n".join(out) + "\n"

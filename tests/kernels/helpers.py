@@ -43,7 +43,7 @@ def assert_close_lists(got, want, rtol, atol, what=""):
 def queue(draws):
     """``noise(shape)`` returning ``draws`` one after another (the interpreter's draw order)."""
     it = iter(draws)
-    return lambda shape: next(it).reshape(shape)
+    return lambda shape: next(it).cpu().reshape(shape)
 
 
 def generator_noise(program, seed):
@@ -63,7 +63,8 @@ def program_draws(program):
 
 
 def check_backend(backend, program: Program, *, shapes=SHAPES, dtype=torch.float64, n_steps=3,
-                  lr=0.01, rtol=1e-9, atol=1e-11, seed=0, noise_for=None, state_dtype=None):
+                  lr=0.01, rtol=1e-9, atol=1e-11, seed=0, noise_for=None, state_dtype=None,
+                  device="cpu"):
     """``n_steps`` steps on fresh inputs; the backend must match the interpreter each time.
 
     ``noise_for(step_index, params) -> noise(i)`` gives the noise the backend drew for tensor
@@ -75,14 +76,18 @@ def check_backend(backend, program: Program, *, shapes=SHAPES, dtype=torch.float
     hyper = {n: v * 1.1 for n, v in program.hyperparameters}  # not the defaults: runtime args
     for k in range(n_steps):
         params, grads, states = fresh_case(program, shapes, dtype, seed * 100 + k, state_dtype)
+        params, grads = [p.to(device) for p in params], [g.to(device) for g in grads]
+        states = [[x.to(device) for x in s] for s in states]
         steps = [float(k + 1 + i % 2) for i in range(len(shapes))]
-        p0 = [p.clone() for p in params]
-        s0 = [[x.clone() for x in s] for s in states]
-        g0 = [g.clone() for g in grads]
+        p0 = [p.cpu().clone() for p in params]
+        s0 = [[x.cpu().clone() for x in s] for s in states]
+        g0 = [g.cpu().clone() for g in grads]
         backend.step(params, grads, states, steps=steps, lr=lr, hyperparameters=hyper,
                      generator=torch.Generator().manual_seed(1234 + k))
         want_p, want_s = reference_step(program, p0, g0, s0, steps=steps, lr=lr, hyper=hyper,
-                                        noise=noise_for(k, p0))
+                                        noise=noise_for(k, params))
+        params, grads = [p.cpu() for p in params], [g.cpu() for g in grads]
+        states = [[x.cpu() for x in s] for s in states]
         assert_close_lists(params, want_p, rtol, atol, f"{program.name} step {k} param")
         for j in range(len(program.state_names)):
             assert_close_lists([s[j] for s in states], [s[j] for s in want_s], rtol, atol,

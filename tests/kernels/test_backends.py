@@ -29,7 +29,7 @@ def make(kind: str, program, device="cpu"):
     if kind == "torchgen":  # the code torch.compile fuses, run eagerly (compiling is slow)
         return CompiledBackend(program, compile=False)
     from optdisco.kernels.triton_backend import TritonBackend
-    b = TritonBackend(program, device, matrix_dtype=torch.float64 if False else None)
+    b = TritonBackend(program, device)
     b.poison = True
     return b
 
@@ -64,8 +64,10 @@ def test_triton_matches_interpreter_on_rules(name, device):
     b = make("triton", p, device)
     if device == "cuda":
         b.matrix_dtype = torch.float32
-    check_backend(b, p, n_steps=2, dtype=torch.float32, rtol=2e-5, atol=2e-6,
-                  noise_for=triton_noise(b))
+    # On a GPU exp, log and rsqrt are a few ulp off torch's: a looser tolerance there.
+    tol = 2e-5 if device == "cpu" else 1e-4
+    check_backend(b, p, n_steps=2, dtype=torch.float32, rtol=tol, atol=tol / 10,
+                  noise_for=triton_noise(b), device=device)
 
 
 @pytest.mark.parametrize("name", ["adamw", "lion", "test:lamb", "test:muon"])
@@ -77,7 +79,7 @@ def test_triton_bf16_params_float32_states(name, device):
     # Rounding w to bf16 (nearest even) may differ by one bf16 ulp where the float32 value
     # sits on a rounding boundary; states stay float32.
     check_backend(b, p, n_steps=2, dtype=torch.bfloat16, state_dtype=torch.float32,
-                  rtol=8e-3, atol=1e-5, noise_for=triton_noise(b))
+                  rtol=8e-3, atol=1e-5, noise_for=triton_noise(b), device=device)
 
 
 def test_triton_matches_interpreter_on_random_programs(device):
@@ -87,4 +89,4 @@ def test_triton_matches_interpreter_on_random_programs(device):
         if device == "cuda":
             b.matrix_dtype = torch.float64
         check_backend(b, p, n_steps=2, rtol=1e-7, atol=1e-9, shapes=[(4, 3), (5,), ()],
-                      noise_for=triton_noise(b))
+                      noise_for=triton_noise(b), device=device)

@@ -1,0 +1,111 @@
+"""Backend selection, the real torch.compile path, and Triton-only features."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import optdisco
+from optdisco import catalog
+from optdisco.kernels import BackendUnavailable, get_backend
+from optdisco.kernels import auto as auto_mod
+
+from .helpers import check_backend, queue
+from .rules import RULES
+
+
+def test_import_optdisco_does_not_import_triton_or_compilers():
+    code = ("import sys, optdisco, optdisco.kernels; "
+            "print('triton' in sys.modules, 'torch._inductor' in sys.modules)")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         check=True).stdout.split()
+    assert out == ["False", "False"]
+
+
+def test_triton_on_cpu_without_interpreter_is_unavailable(monkeypatch):
+    from optdisco.kernels.triton_backend import check_available
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(BackendUnavailable, match="TRITON_INTERPRET=1.*compile"):
+        check_available("cpu")
+    with pytest.raises(BackendUnavailable, match="eager"):
+        check_available("meta")
+
+
+def test_auto_on_cpu_splits_small_and_large_tensors(monkeypatch):
+    p = catalog.get("adamw")
+    b = get_backend(p, "auto", "cpu")
+    assert b.name == "auto"
+    params = [torch.zeros(10), torch.zeros(auto_mod.SMALL_NUMEL)]
+    assert b.split(params) == ([0, 1], [])  # a small group never compiles
+    monkeypatch.setattr(auto_mod, "COMPILE_MIN_NUMEL", 0)
+    assert b.split(params) == ([0], [1])
+
+
+def test_auto_small_group_matches_interpreter():
+    p = catalog.get("lion")
+    check_backend(get_backend(p, "auto", "cpu"), p, n_steps=2)
+
+
+def test_torch_compile_backend_matches_interpreter_and_reports_compile_time():
+    # One rule with a reduction, 2-D shapes only: one compiled graph (compiling is slow here).
+    p = optdisco.parse(RULES["lamb"])
+    b = get_backend(p, "compile", "cpu")
+    check_backend(b, p, n_steps=2, dtype=torch.float32, rtol=1e-5, atol=1e-6,
+                  shapes=[(7, 5), (33, 9)])
+    assert b.compile_seconds > 0
+
+
+def test_triton_noise_is_reproducible_from_the_seed(device):
+    from optdisco.kernels.triton_backend import TritonBackend
+    p = optdisco.parse(RULES["noisy"])
+    b = TritonBackend(p, device)
+    runs = []
+    for _ in range(2):
+        w = [torch.ones(40, device=device), torch.ones(3, 5, device=device)]
+        g = [torch.zeros_like(x) for x in w]
+        s = [[torch.zeros_like(x)] for x in w]
+        b.step(w, g, s, steps=[1.0, 1.0], lr=0.1, hyperparameters={},
+               generator=torch.Generator().manual_seed(5))
+        runs.append((w, s, list(b.last_seeds)))
+    assert runs[0][2] == runs[1][2]
+    assert all(torch.equal(a, c) for a, c in zip(runs[0][0], runs[1][0]))
+    noise = b.reference_noise(runs[0][0], runs[0][2][0])
+    # m = interp(0 + sigma * n0, 0, beta) = (1 - beta) * sigma * n0
+    torch.testing.assert_close(runs[0][1][0][0], 0.1 * 0.01 * noise[0][0], rtol=1e-5, atol=1e-7)
+    assert noise[0][0].std() > 0.5 and not torch.equal(noise[0][0], noise[0][1])
+
+
+def test_triton_stochastic_rounding_is_unbiased(device):
+    from optdisco.kernels.triton_backend import TritonBackend
+    p = optdisco.parse("def sgd(w, g):\n    return g\n")
+    n = 4096
+    eps = 2.0 ** -7  # one bf16 ulp at 1.0
+    results = {}
+    for sr in (False, True):
+        b = TritonBackend(p, device, stochastic_rounding=sr)
+        w = torch.ones(n, dtype=torch.bfloat16, device=device)
+        g = torch.full((n,), -0.3 * eps, dtype=torch.bfloat16, device=device)
+        b.step([w], [g], [[]], steps=[1.0], lr=1.0, hyperparameters={},
+               generator=torch.Generator().manual_seed(0))
+        results[sr] = w.float()
+    assert torch.all(results[False] == 1.0)  # nearest even drops the 0.3 ulp step
+    up = (results[True] > 1.0).float().mean().item()
+    assert set(results[True].unique().tolist()) <= {1.0, 1.0 + eps}
+    assert 0.25 < up < 0.35  # rounds up with probability 0.3
+
+
+def test_triton_kernel_source_is_readable_and_cached(device):
+    from optdisco.kernels.codecache import cache_dir
+    from optdisco.kernels.triton_backend import TritonBackend
+    b = TritonBackend(catalog.get("lamb"), device)
+    src = b.source(torch.bfloat16)
+    assert "def pass_1(" in src and "def final(" in src and "to_bf16_rne" in src
+    assert "# def lamb(" in src
+    b.step([torch.ones(3, dtype=torch.bfloat16, device=device)],
+           [torch.ones(3, dtype=torch.bfloat16, device=device)],
+           [[torch.zeros(3, device=device), torch.zeros(3, device=device)]], steps=[1.0], lr=0.1,
+           hyperparameters={"wd": 0.5})
+    assert any(src == f.read_text() for f in cache_dir().glob("triton_*.py"))
