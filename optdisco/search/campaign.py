@@ -123,7 +123,8 @@ class Campaign:
     def _runtime_settings(self, settings: Mapping[str, Any]) -> dict[str, Any]:
         out = dict(settings)
         out["time_limit"] = self.cfg["fitness"]["time_limit"] or None
-        out["cache_dir"] = str(self.store.path) + ".cache"
+        # tuned baselines are shared by every campaign in the same folder
+        out["cache_dir"] = str(self.store.path.resolve().parent / ".baselines")
         return out
 
     def _submit(self, bid: int, stage: str, pids: Sequence[int], settings: Mapping[str, Any],
@@ -160,8 +161,7 @@ class Campaign:
             pid = self.store.add_program(prop.program, fp, parent=prop.parent, mutation=prop.mutation,
                                          arm=prop.arm, phase="search",
                                          status="pending" if hit is None else "waiting",
-                                         cache_of=None if hit is None else hit.id)
-            assert pid == i, "search candidates must be the first programs of a store"
+                                         cache_of=None if hit is None else hit.id, idx=i)
             if hit is not None and hit.seq is not None:
                 self.store.complete(pid, hit.fitness, "cached")
                 history.append(self.store.program(pid))

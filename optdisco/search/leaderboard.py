@@ -13,19 +13,36 @@ from .store import Store
 STATE_BYTES = 4  # fp32 states
 
 
+def _inline(p: Program, name: str, value: float) -> Program:
+    from dataclasses import replace
+
+    from ..dsl.ir import Assign, Call, Const, Expr, Name
+
+    def sub(e: Expr) -> Expr:
+        if isinstance(e, Name) and e.id == name:
+            return Const(value)
+        if isinstance(e, Call):
+            return Call(e.fn, tuple(sub(a) for a in e.args))
+        return e
+
+    hp = tuple((n, v) for n, v in p.hyperparameters if n != name)
+    return replace(p, hyperparameters=hp, body=tuple(Assign(s.target, sub(s.expr)) for s in p.body),
+                   update=sub(p.update))
+
+
 def math_text(p: Program) -> str:
     """The rule as equations over its inputs: ``u = ...`` then ``s' = ...`` per state (sympy's
     simplified form where the language provides it, else temporaries substituted)."""
     try:
+        from ..dsl.symbolic import simplified
         import sympy
-        exprs = p.sympy()
-        update, states = (exprs[0], exprs[1:]) if isinstance(exprs, (tuple, list)) else (exprs, ())
-        if isinstance(update, (tuple, list)):
-            update, states = update[0], update[1:]
-        parts = [f"u = {sympy.simplify(update)}"]
-        if isinstance(states, (tuple, list)) and len(states) == 1 and isinstance(states[0], (tuple, list)):
-            states = states[0]
-        parts += [f"{s}' = {sympy.simplify(e)}" for s, e in zip(p.state_names, states)]
+        # hyperparameters at their defaults, so the math shows the numbers the search chose
+        q = p
+        for name, value in p.hyperparameters:
+            q = _inline(q, name, value)
+        rule = simplified(q, seconds=1.0)
+        parts = [f"u = {rule.update}"] + [f"{s}' = {e}" for s, e in rule.states.items()]
+        del sympy
         return "; ".join(parts)
     except Exception:  # noqa: BLE001 - no sympy bridge (yet): show the resolved expressions
         update, states = p.outputs()
@@ -88,13 +105,19 @@ def rich_table(store: Store, k: int = 8):
     """The leaderboard as a rich Table."""
     from rich.table import Table
     stages = [s["stage"] for s in json.loads(store.get_meta("funnel") or "[]")]
-    t = Table(title="leaderboard (fitness = mean log(AdamW loss / rule loss); > 0 beats AdamW)")
-    for col in ["#", "id", "rule (math)", "fitness [interval]", *stages, "state memory", "found"]:
-        t.add_column(col, overflow="fold")
+    t = Table(title="leaderboard (fitness = mean log(AdamW loss / rule loss); > 0 beats AdamW)",
+              expand=True)
+    t.add_column("#", no_wrap=True)
+    t.add_column("id", no_wrap=True)
+    t.add_column("rule (math)", ratio=1, overflow="fold")
+    for col in ["search fitness", *stages, "states", "found"]:
+        t.add_column(col, no_wrap=True)
     for rank, r in enumerate(rows(store, k), 1):
-        ci = "" if r["ci_low"] is None else f" [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]"
+        ci = "" if r["ci_low"] is None or r["ci_low"] == r["ci_high"] else \
+            f" [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]"
         fit = "—" if r["fitness"] is None else f"{r['fitness']:+.3f}{ci}"
-        t.add_row(str(rank), str(r["id"]), r["math"], fit,
+        math = r["math"] if len(r["math"]) <= 160 else r["math"][:157] + "..."
+        t.add_row(str(rank), str(r["id"]), math, fit,
                   *[f"{r['stages'][s]:+.3f}" if s in r["stages"] else "" for s in stages],
-                  f"{r['states']} x fp32 = {r['bytes_per_param']} B/param", "yes" if r["found"] else "")
+                  f"{r['states']} ({r['bytes_per_param']} B/param)", "yes" if r["found"] else "")
     return t

@@ -110,19 +110,29 @@ def _curves(ev: dict[str, Any] | None) -> dict[str, list[float]]:
 
 
 def plot_curves(store: Store, winners: list[int]) -> str:
+    """Loss curves of the winners and of AdamW from the same evaluation settings: the last
+    funnel stage that evaluated a winner (AdamW runs beside them there)."""
+    from .cache import settings_key
     plt = _plt()
-    refs: dict[str, dict] = {}
-    for ev in store.evaluations():
-        prog = store.program(ev["program"])
-        if prog.mutation == "reference" and prog.source.startswith("def adamw"):
-            refs.setdefault("adamw", ev)
-    series = {}
-    for pid in winners[:3]:
-        evs = store.evaluations(pid)
-        if evs:
-            series[f"#{pid}"] = _curves(evs[-1])
-    if "adamw" in refs:
-        series["AdamW (tuned)"] = _curves(refs["adamw"])
+    series: dict[str, dict[str, list[float]]] = {}
+    title = ""
+    for stage in reversed(json.loads(store.get_meta("funnel") or "[]")):
+        ids = {r["id"]: r for r in stage["rows"]}
+        shown = [w for w in winners[:3] if w in ids]
+        if not shown:
+            continue
+        skey = settings_key(stage["settings"])
+        for r in [ids[w] for w in shown] + [r for r in stage["rows"] if r["reference"]]:
+            ev = store.cached_evaluation(store.program(r["id"]).fingerprint, skey)
+            label = f"{r['name']} (tuned)" if r["reference"] else f"#{r['id']}"
+            series[label] = _curves(ev)
+        title = f" (funnel stage '{stage['stage']}')"
+        break
+    if not series:  # no funnel: the search evaluations of the winners
+        for pid in winners[:3]:
+            evs = store.evaluations(pid, "search")
+            if evs:
+                series[f"#{pid}"] = _curves(evs[0])
     tasks = sorted({t for s in series.values() for t in s})[:4]
     if not tasks:
         return "<p>No training curves were recorded by the evaluator.</p>"
@@ -134,9 +144,9 @@ def plot_curves(store: Store, winners: list[int]) -> str:
         ax.set_yscale("log")
         ax.set_title(task)
         ax.set_xlabel("recorded step")
-        ax.set_ylabel("loss")
+        ax.set_ylabel("validation loss")
         ax.legend(fontsize=8)
-    fig.suptitle("training curves: winners vs tuned AdamW (at each one's tuned learning rate)")
+    fig.suptitle("training curves of the winners beside tuned AdamW" + title, y=1.03)
     return _png(fig)
 
 

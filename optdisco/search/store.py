@@ -29,6 +29,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS programs (
     id INTEGER PRIMARY KEY,
+    idx INTEGER UNIQUE,
     source TEXT NOT NULL,
     fingerprint TEXT NOT NULL,
     n_states INTEGER NOT NULL,
@@ -85,6 +86,7 @@ class ProgramRow:
     """One row of ``programs``."""
 
     id: int
+    idx: int | None
     source: str
     fingerprint: str
     n_states: int
@@ -171,14 +173,17 @@ class Store:
 
     # -- programs ---------------------------------------------------------------------------
     def add_program(self, p: Program, fingerprint: str, *, parent: int | None, mutation: str | None,
-                    arm: str, phase: str, status: str = "pending", cache_of: int | None = None) -> int:
-        """Insert a program and return its id (ids count up from 0 in insertion order)."""
+                    arm: str, phase: str, status: str = "pending", cache_of: int | None = None,
+                    idx: int | None = None) -> int:
+        """Insert a program and return its id (ids count up from 0 in insertion order).
+
+        ``idx`` is a search candidate's index: the order the search proposed it in."""
         nid = self.db.execute("SELECT COALESCE(MAX(id) + 1, 0) FROM programs").fetchone()[0]
         self.db.execute(
-            "INSERT INTO programs(id, source, fingerprint, n_states, n_statements, parent, mutation, arm,"
-            " phase, status, cache_of, created) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-            (nid, p.source(), fingerprint, len(p.state_names), len(p.body), parent, mutation, arm, phase,
-             status, cache_of, time.time()))
+            "INSERT INTO programs(id, idx, source, fingerprint, n_states, n_statements, parent, mutation,"
+            " arm, phase, status, cache_of, created) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (nid, idx, p.source(), fingerprint, len(p.state_names), len(p.body), parent, mutation, arm,
+             phase, status, cache_of, time.time()))
         return nid
 
     def program(self, pid: int) -> ProgramRow:

@@ -1,0 +1,76 @@
+"""Simplification: behaviour-preserving tidying, then removals checked by a real fitness."""
+
+from __future__ import annotations
+
+import torch
+
+from optdisco.dsl import Name, parse, trajectory
+from optdisco.search.fitness import quadratic_fitness
+from optdisco.search.simplify import fold_constants, remove_dead_code, removals, shrink, tidy
+
+MESSY = """def messy(w, g, m, v):
+    junk = exp(g) * 3.0
+    m = interp(g, m, 0.9)
+    v = interp(square(g), v, 0.99)
+    a = m * (2.0 - 1.0)
+    b = a + 0.0 * 1.0
+    return b, m, v
+"""
+
+
+def same_updates(p, q, steps=20):
+    torch.manual_seed(0)
+    w = torch.randn(7, dtype=torch.float64)
+    grads = [torch.randn(7, dtype=torch.float64) for _ in range(steps)]
+    a = trajectory(p, w, grads, steps=steps, lr=0.1)
+    b = trajectory(q, w, grads, steps=steps, lr=0.1)
+    return all(torch.allclose(x, y, rtol=1e-12, atol=0) for x, y in zip(a, b))
+
+
+def test_dead_code_and_dead_states_go():
+    p = parse(MESSY)
+    q = remove_dead_code(p)
+    assert q.state_names == ("m",)  # v is never read by the update
+    assert [s.target for s in q.body] == ["m", "a", "b"]
+    assert same_updates(p, q)
+
+
+def test_constants_fold_and_unit_operations_vanish():
+    q = fold_constants(parse(MESSY))
+    assert q.body[3].expr == Name("m")  # a = m * (2.0 - 1.0) -> a = m
+    assert q.body[4].expr == Name("a")  # b = a + 0.0 * 1.0 -> b = a
+    assert same_updates(parse(MESSY), q)
+
+
+def test_tidy_keeps_behaviour_and_shrinks():
+    p = parse(MESSY)
+    q = tidy(p)
+    assert len(q.body) < len(p.body) and same_updates(p, q)
+    assert parse(q.source()) == q
+
+
+def test_removals_are_valid_and_one_shorter():
+    p = remove_dead_code(parse(MESSY))
+    options = removals(p)
+    assert options
+    for label, q in options:
+        assert parse(q.source()) == q
+        assert len(q.body) < len(p.body) or len(q.state_names) < len(p.state_names)
+
+
+def test_shrink_removes_what_fitness_does_not_need():
+    # maximum(m, m) is m: removing it keeps the fitness; removing the momentum (plain SGD) does not
+    p = parse("""def r(w, g, m):
+    m = interp(g, m, 0.9)
+    c = maximum(m, m)
+    return c, m
+""")
+    settings = {"seeds": 1, "budget": 1.0}
+
+    def fitness(programs):
+        return [r.fitness for r in quadratic_fitness(programs, settings)]
+
+    (ref,) = fitness([p])
+    small, steps = shrink(p, fitness, tolerance=0.01, reference=ref)
+    assert len(small.body) == 1 and steps and small.body[0].target == "m"
+    assert fitness([small])[0] >= ref - 0.01
