@@ -66,6 +66,12 @@ class AutoCPUBackend:
 
     def step(self, params, grads, states, *, steps, lr, hyperparameters, generator=None) -> None:
         """In place: the rule's step, small tensors through foreach, large ones compiled."""
+        from .quant8 import QuantizedState
+        if any(isinstance(x, QuantizedState) for s in states for x in s):
+            from .eager import EagerBackend  # the CPU fast paths do not read 8-bit states
+            EagerBackend(self.program).step(params, grads, states, steps=steps, lr=lr,
+                                            hyperparameters=hyperparameters, generator=generator)
+            return
         small, big = self.split(params)
 
         def run(backend, idx):

@@ -18,6 +18,7 @@ from ..dsl import Program
 from .codecache import load_source
 from .errors import BackendUnavailable
 from .plan import make_plan
+from .quant8 import reject_quantized
 from .precision import compute_dtype
 from .torchgen import SCALAR_SLOTS, generate
 
@@ -73,6 +74,7 @@ class CompiledBackend:
     def step(self, params, grads, states, *, steps, lr, hyperparameters, generator=None) -> None:
         """In place, per tensor: the rule's update of states and parameter (fused by inductor)."""
         fn = self._compiled()
+        reject_quantized(states, self.name)
         hyper = self.program.hyperparameter_defaults
         hyper.update(hyperparameters)
         tail = [float(hyper[n]) for n in self.program.hyperparameter_names]

@@ -7,6 +7,7 @@ import torch
 from ..dsl import Program
 from ..dsl.interpreter import run
 from .precision import compute_dtype
+from .quant8 import QuantizedState
 
 
 def _noise_source(generator: torch.Generator | None, device: torch.device):
@@ -40,11 +41,15 @@ class EagerBackend:
             dtype = compute_dtype(w)
             w_c = w.to(dtype)
             noise, gen = _noise_source(generator, w.device)
-            u, new = run(self.program, w_c, g, s, step=float(t), lr=lr,
+            s_val = [x.dequantize() if isinstance(x, QuantizedState) else x for x in s]
+            u, new = run(self.program, w_c, g, s_val, step=float(t), lr=lr,
                          hyperparameters=hyperparameters, generator=gen, noise=noise)
             w_new = w_c - lr * u
-            inputs = [w, g, *s]
+            inputs = [w, g, *s_val]
             new = [n.clone() if shares_memory(n, inputs) else n for n in new]
             for dst, src in zip(s, new):
-                dst.copy_(src)
+                if isinstance(dst, QuantizedState):
+                    dst.assign(src)  # 8-bit states: re-quantized with the new block maxima
+                else:
+                    dst.copy_(src)
             w.copy_(w_new)

@@ -9,6 +9,7 @@ from .codecache import load_source
 from .compiled import draw_noise
 from .foreachgen import generate
 from .plan import make_plan
+from .quant8 import reject_quantized
 from .precision import compute_dtype
 
 
@@ -25,6 +26,7 @@ class ForeachBackend:
 
     def step(self, params, grads, states, *, steps, lr, hyperparameters, generator=None) -> None:
         """In place: the rule applied to every tensor, one foreach call per op per group."""
+        reject_quantized(states, self.name)
         hyper = self.program.hyperparameter_defaults
         hyper.update(hyperparameters)
         # Noise is drawn tensor by tensor in the interpreter's order, so a step draws the

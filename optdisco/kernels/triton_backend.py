@@ -24,6 +24,7 @@ from .codecache import load_source
 from .errors import BackendUnavailable
 from .plan import make_plan
 from .precision import compute_dtype
+from .quant8 import CODEBOOK, QBLOCK, QuantizedState
 from .triton_gen import ROW_NUMEL, ROW_STEP, Layout, generate
 
 _SUPPORTED = {torch.float32: "float32", torch.float64: "float64", torch.bfloat16: "bfloat16",
@@ -61,7 +62,8 @@ def check_available(device: torch.device | str) -> None:
 class TritonBackend:
     """Fused Triton kernels for one program (see the module docstring).
 
-    ``block``: elements per program (default 4096 on CUDA, 64 in interpret mode);
+    ``block``: elements per program (default 4096 on CUDA, 64 in interpret mode; at least
+    256 for groups with 8-bit states, see :mod:`optdisco.kernels.quant8`);
     ``stochastic_rounding``: round bf16 parameter writes stochastically instead of to
     nearest even; ``matrix_dtype``: dtype of the Newton-Schulz products (bf16 on CUDA).
     Set ``poison = True`` to fill every scratch buffer with nan before use (for tests).
@@ -85,36 +87,39 @@ class TritonBackend:
         self.last_seeds: list[int] = []
         self._modules: dict[tuple, object] = {}
         self._chunks: dict[tuple, tuple] = {}
+        self._codebook: torch.Tensor | None = None
 
     # -- code -------------------------------------------------------------------
-    def source(self, w_dtype=torch.float32, g_dtype=None, state_dtype=None) -> str:
-        """The generated kernel source for these dtypes (also written to the cache dir)."""
+    def source(self, w_dtype=torch.float32, g_dtype=None, state_dtype=None,
+               quantized: tuple[str, ...] = ()) -> str:
+        """The generated kernel source for these dtypes and 8-bit states (written to the cache dir)."""
         g_dtype = g_dtype or w_dtype
         state_dtype = state_dtype or (torch.float32 if w_dtype in (torch.bfloat16, torch.float16) else w_dtype)
         return generate(self.plan, w_dtype=_SUPPORTED[w_dtype], g_dtype=_SUPPORTED[g_dtype],
                         compute_dtype=_SUPPORTED[state_dtype],
-                        stochastic_rounding=self.stochastic_rounding and w_dtype == torch.bfloat16)
+                        stochastic_rounding=self.stochastic_rounding and w_dtype == torch.bfloat16,
+                        quantized=quantized)
 
-    def _module(self, w_dtype, g_dtype, cdt):
-        key = (w_dtype, g_dtype, cdt)
+    def _module(self, w_dtype, g_dtype, cdt, quantized):
+        key = (w_dtype, g_dtype, cdt, quantized)
         if key not in self._modules:
-            self._modules[key] = load_source("triton", self.source(w_dtype, g_dtype, cdt))
+            self._modules[key] = load_source("triton", self.source(w_dtype, g_dtype, cdt, quantized))
         return self._modules[key]
 
     # -- tables -----------------------------------------------------------------
-    def _chunk_table(self, numels: tuple[int, ...]):
+    def _chunk_table(self, numels: tuple[int, ...], block: int):
         """(chunks [C, 4] int64, tensor index per chunk, bases, total) for these sizes (cached)."""
-        hit = self._chunks.get(numels)
+        hit = self._chunks.get((numels, block))
         if hit is None:
-            counts = torch.tensor([math.ceil(n / self.block) for n in numels], dtype=torch.int64)
+            counts = torch.tensor([math.ceil(n / block) for n in numels], dtype=torch.int64)
             sizes = torch.tensor(numels, dtype=torch.int64)
             bases = torch.cumsum(sizes, 0) - sizes
             tensor = torch.repeat_interleave(torch.arange(len(numels)), counts)
             first = torch.cumsum(counts, 0) - counts
-            start = (torch.arange(len(tensor)) - first[tensor]) * self.block
+            start = (torch.arange(len(tensor)) - first[tensor]) * block
             chunks = torch.stack([tensor, start, sizes[tensor], bases[tensor]], 1).contiguous()
             hit = (chunks.to(self.device), tensor.to(self.device), bases.tolist(), int(sizes.sum()))
-            self._chunks[numels] = hit
+            self._chunks[(numels, block)] = hit
         return hit
 
     def _empty(self, n: int, dtype) -> torch.Tensor:
@@ -133,30 +138,36 @@ class TritonBackend:
                 raise TypeError(f"backend 'triton' supports float32/64, bf16 and fp16 tensors, "
                                 f"not {w.dtype}/{g.dtype}; use backend='eager'")
             if w.numel():
-                groups.setdefault((w.dtype, g.dtype, compute_dtype(w)), []).append(i)
+                quantized = tuple(n for n, x in zip(self.program.state_names, states[i])
+                                  if isinstance(x, QuantizedState))
+                groups.setdefault((w.dtype, g.dtype, compute_dtype(w), quantized), []).append(i)
         self.last_seeds = []
-        for (wdt, gdt, cdt), idx in groups.items():
+        for (wdt, gdt, cdt, quantized), idx in groups.items():
             seed = int(torch.randint(0, SEED_RANGE, (1,), generator=generator,
                                      device=generator.device if generator is not None else "cpu"))
             self.last_seeds.append(seed)
             self._run([params[i] for i in idx], [grads[i] for i in idx], [states[i] for i in idx],
-                      [steps[i] for i in idx], lr, hyper, seed, wdt, gdt, cdt)
+                      [steps[i] for i in idx], lr, hyper, seed, wdt, gdt, cdt, quantized)
 
-    def _run(self, params, grads, states, steps, lr, hyper, seed, wdt, gdt, cdt) -> None:
-        lay, plan = self.layout, self.plan
-        mod = self._module(wdt, gdt, cdt)
+    def _run(self, params, grads, states, steps, lr, hyper, seed, wdt, gdt, cdt, quantized) -> None:
+        lay, plan = Layout(self.plan, quantized), self.plan
+        mod = self._module(wdt, gdt, cdt, quantized)
+        block = max(self.block, QBLOCK) if quantized else self.block
         for s in states:
             for x in s:
-                if x.dtype != cdt:
+                if not isinstance(x, QuantizedState) and x.dtype != cdt:
                     raise TypeError(f"backend 'triton' needs {cdt} states for {wdt} parameters, got {x.dtype}")
         # Kernels address memory directly: work on contiguous tensors, copy back if needed.
         work_p = [w if w.is_contiguous() else w.contiguous() for w in params]
-        work_s = [[x if x.is_contiguous() else x.contiguous() for x in s] for s in states]
+        work_s = [[x if isinstance(x, QuantizedState) or x.is_contiguous() else x.contiguous() for x in s]
+                  for s in states]
         grads = [g.contiguous() for g in grads]
         numels = tuple(w.numel() for w in params)
-        chunks, chunk_tensor, bases, total = self._chunk_table(numels)
+        chunks, chunk_tensor, bases, total = self._chunk_table(numels, block)
         n_chunks = chunks.shape[0]
-        ptr_rows = [[w.data_ptr(), g.data_ptr(), *[x.data_ptr() for x in s]]
+        ptr_rows = [[w.data_ptr(), g.data_ptr(),
+                     *[x.codes.data_ptr() if isinstance(x, QuantizedState) else x.data_ptr() for x in s],
+                     *[x.absmax.data_ptr() for x in s if isinstance(x, QuantizedState)]]
                     for w, g, s in zip(work_p, grads, work_s)]
         host = torch.tensor(ptr_rows, dtype=torch.int64)
         n_hyper = len(lay.hyper_slots)
@@ -174,14 +185,17 @@ class TritonBackend:
         scratch = []
         for _ in lay.matrix_ops:
             scratch += [self._empty(total, cdt), self._empty(total, cdt)]
-        meta = dict(N_PTR=host.shape[1], N_HYPER=n_hyper, ROW=lay.row_len, BLOCK=self.block,
+        if self._codebook is None:
+            self._codebook = CODEBOOK.to(self.device)
+        meta = dict(N_PTR=host.shape[1], N_HYPER=n_hyper, ROW=lay.row_len, BLOCK=block, QB=QBLOCK,
                     num_warps=self.num_warps)
         numel_col = table[:, ROW_NUMEL]
         for level in range(1, lay.levels + 1):
             barriers = plan.barriers(level)
             reds = [op for op in barriers if op.kind == "reduction"]
             partials = self._empty(n_chunks * max(len(reds), 1), cdt)
-            getattr(mod, f"pass_{level}")[(n_chunks,)](ptrs, chunks, scal, partials, *scratch, seed,
+            getattr(mod, f"pass_{level}")[(n_chunks,)](ptrs, chunks, scal, partials, *scratch,
+                                                       self._codebook, seed,
                                                        N_PART=max(len(reds), 1), **meta)
             if reds:
                 sums = torch.zeros(len(params), len(reds), dtype=cdt, device=self.device)
@@ -195,13 +209,14 @@ class TritonBackend:
                 if op.kind == "matrix":
                     j = lay.matrix_ops.index(op.id)
                     self._matrix(op.fn, scratch[2 * j], scratch[2 * j + 1], params, bases)
-        mod.final[(n_chunks,)](ptrs, chunks, scal, self._empty(1, cdt), *scratch, seed, N_PART=1, **meta)
+        mod.final[(n_chunks,)](ptrs, chunks, scal, self._empty(1, cdt), *scratch, self._codebook, seed,
+                               N_PART=1, **meta)
         for w, wp in zip(params, work_p):
             if wp is not w:
                 w.copy_(wp)
         for s, sw in zip(states, work_s):
             for x, xw in zip(s, sw):
-                if xw is not x:
+                if xw is not x and not isinstance(x, QuantizedState):
                     x.copy_(xw)
 
     def _matrix(self, fn: str, arg: torch.Tensor, res: torch.Tensor, params, bases) -> None:

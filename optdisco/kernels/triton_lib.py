@@ -72,3 +72,31 @@ def noise_kernel(out, seed, base, n, BLOCK: tl.constexpr):
     """The standard normals a generated kernel draws for ``randn()`` with this seed and base."""
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     tl.store(out + offs, tl.randn(seed, (base + offs).to(tl.int32)), mask=offs < n)
+
+
+@triton.jit
+def dequantize8(p_codes, p_absmax, offs, mask, codebook, QB: tl.constexpr):
+    """8-bit state -> float32: code book[code] * absmax of the element's block."""
+    codes = tl.load(p_codes + offs, mask=mask, other=0).to(tl.int32)
+    return tl.load(codebook + codes) * tl.load(p_absmax + offs // QB, mask=mask, other=0.0)
+
+
+@triton.jit
+def store_quantized8(x, p_codes, p_absmax, start, offs, mask, n, codebook,
+                     BLOCK: tl.constexpr, QB: tl.constexpr):
+    """Store x in 8-bit blockwise format: the new absmax of each block, then per element the
+    index of the nearest code-book entry to x / absmax (binary search, then nearer neighbour)."""
+    x = tl.where(mask, x, 0.0).to(tl.float32)
+    amax = tl.max(tl.reshape(tl.abs(x), [BLOCK // QB, QB]), axis=1)
+    blk = start // QB + tl.arange(0, BLOCK // QB)
+    tl.store(p_absmax + blk, amax, mask=blk * QB < n)
+    scale = tl.reshape(tl.broadcast_to(amax[:, None], [BLOCK // QB, QB]), [BLOCK])
+    v = tl.where(scale > 0.0, x / scale, 0.0)
+    idx = (v * 0.0).to(tl.int32)
+    for k in tl.static_range(8):
+        cand = idx + (128 >> k)
+        ok = (cand <= 255) & (tl.load(codebook + tl.minimum(cand, 255)) <= v)
+        idx = tl.where(ok, cand, idx)
+    hi = tl.minimum(idx + 1, 255)
+    idx = tl.where(tl.load(codebook + hi) - v < v - tl.load(codebook + idx), hi, idx)
+    tl.store(p_codes + offs, idx.to(tl.uint8), mask=mask)
