@@ -66,9 +66,12 @@ def main() -> None:
           f"{os.cpu_count()} CPU(s) on this machine", flush=True)
     rates = {}
     for workers in (1, 2):
+        load = os.getloadavg()[0]
         rate, trained, secs = campaign_rate(workers, args.budget, args.evaluator, args.seed)
         rates[workers] = rate
-        print(f"{workers} worker(s): {trained} evaluations in {secs:.1f} s = {rate:.2f} evals/s", flush=True)
+        # other processes on the machine take cores from the workers: say how busy it was
+        print(f"{workers} worker(s): {trained} evaluations in {secs:.1f} s = {rate:.2f} evals/s "
+              f"(load average before: {load:.1f})", flush=True)
     print(f"scaling efficiency: {rates[2] / (2 * rates[1]):.2f}")
 
 

@@ -45,12 +45,27 @@ def structural_key(p: Program) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
+_memo: dict[str, str] = {}
+
+
 def fingerprint(p: Program) -> str:
-    """The functional hash of ``p`` (:meth:`Program.fingerprint`, else :func:`structural_key`)."""
+    """The functional hash of ``p`` (:meth:`Program.fingerprint`, else :func:`structural_key`).
+
+    Memoized by source text: evolution proposes the same text again and again, and a
+    fingerprint runs the rule on a few problems (milliseconds, more for matrix built-ins).
+    """
+    key = p.source()
+    hit = _memo.get(key)
+    if hit is not None:
+        return hit
     try:
-        return p.fingerprint()
+        out = p.fingerprint()
     except ImportError:
-        return "structural:" + structural_key(p)
+        out = "structural:" + structural_key(p)
+    if len(_memo) > 100_000:
+        _memo.clear()
+    _memo[key] = out
+    return out
 
 
 def settings_key(settings: Mapping[str, Any]) -> str:

@@ -51,6 +51,9 @@ class Evolution:
 
     @classmethod
     def from_config(cls, cfg: dict, warm_start: Program | None) -> "Evolution":
+        if cfg.get("surrogate") and cls is Evolution:  # rank children with a learned predictor
+            from .learned.surrogate import SurrogateEvolution
+            return SurrogateEvolution.from_config(cfg, warm_start)
         ev = cfg["evolution"]
         return cls(seed=cfg["seed"], space=Space.from_config(cfg), population=ev["population"],
                    tournament=ev["tournament"], max_mutations=ev["max_mutations"],
