@@ -131,13 +131,13 @@ def generate(plan: Plan, fn_name: str = "rule_step") -> str:
         src = names[sid]
         op = plan.ops[sid]
         if not L[sid]:
-            lines.append(f"    for i in range(T):\n        states[{states.index(s)}][i].fill_(0).add_({src}[i])")
+            outs[s] = (src, False)
             continue
         if op.kind == "input":
             lines.append(f"    {src}_c = torch._foreach_clone({src}) if hasattr(torch, '_foreach_clone') "
                          f"else [t.clone() for t in {src}]")
             src = f"{src}_c"
-        outs[s] = src
+        outs[s] = (src, True)
     u = names[plan.update]
     uop = plan.ops[plan.update]
     if not L[plan.update]:
@@ -146,8 +146,11 @@ def generate(plan: Plan, fn_name: str = "rule_step") -> str:
     elif uop.kind == "input" and uop.fn in changing | {"w"}:
         lines.append(f"    u = [t.clone() for t in {u}]")
         u = "u"
-    for s, src in outs.items():
-        lines.append(f"    torch._foreach_copy_(states[{states.index(s)}], {src})")
+    for s, (src, is_list) in outs.items():
+        if is_list:
+            lines.append(f"    torch._foreach_copy_(states[{states.index(s)}], {src})")
+        else:  # one number per tensor
+            lines.append(f"    for i in range(T):\n        states[{states.index(s)}][i].fill_({src}[i])")
     lines.append("    if all(w.dtype == dt for w in params):")
     lines.append(f"        torch._foreach_add_(params, {u}, alpha=-lr)")
     lines.append("    else:")

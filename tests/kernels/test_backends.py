@@ -5,21 +5,24 @@ Triton kernels run the catalog in float32 (and bf16 parameters) and the random p
 float64. Scratch buffers are poisoned with nan before every Triton run.
 """
 
+import random
+
 import pytest
 import torch
 
 import optdisco
 from optdisco import catalog
+from optdisco.dsl.generate import random_program
 from optdisco.kernels.compiled import CompiledBackend
 from optdisco.kernels.foreach import ForeachBackend
 
 from .helpers import check_backend, queue
-from .randprog import random_rule_text
 from .rules import RULES
 
 PROGRAMS = {**{n: catalog.get(n) for n in catalog.names()},
             **{f"test:{n}": optdisco.parse(t) for n, t in RULES.items()}}
-RANDOM_FAST = [random_rule_text(s) for s in range(300)]
+RANDOM_FAST = [random_program(random.Random(s), allow_noise=True, name=f"random{s}")
+               for s in range(300)]
 RANDOM_TRITON = RANDOM_FAST[:40]
 
 
@@ -52,8 +55,7 @@ def test_fast_paths_match_interpreter_on_rules(kind, name):
 
 @pytest.mark.parametrize("kind", ["foreach", "torchgen"])
 def test_fast_paths_match_interpreter_on_random_programs(kind):
-    for text in RANDOM_FAST:
-        p = optdisco.parse(text)
+    for p in RANDOM_FAST:
         check_backend(make(kind, p), p, n_steps=2, rtol=1e-7, atol=1e-9,
                       shapes=[(4, 3), (5,), ()])
 
@@ -83,8 +85,7 @@ def test_triton_bf16_params_float32_states(name, device):
 
 
 def test_triton_matches_interpreter_on_random_programs(device):
-    for text in RANDOM_TRITON:
-        p = optdisco.parse(text)
+    for p in RANDOM_TRITON:
         b = make("triton", p, device)
         if device == "cuda":
             b.matrix_dtype = torch.float64
