@@ -85,10 +85,21 @@ class Optimizer(torch.optim.Optimizer):
     param groups carry ``lr`` and every hyperparameter of the rule (per-group values
     allowed). ``backend`` picks the execution path ("auto", "eager", "foreach",
     "compile", "triton"; see :mod:`optdisco.kernels`). ``seed`` seeds ``randn()``.
+    ``Optimizer(params, learned=PATH, lr=...)`` runs a learned MLP optimizer saved by
+    ``optdisco learn --mlp`` instead (see :mod:`optdisco.search.learned.torch_optimizer`).
     """
 
-    def __init__(self, params: Iterable, rule: "str | Program", lr: float | None = None, *,
+    def __new__(cls, *args: Any, learned: "str | os.PathLike | None" = None, **kwargs: Any):
+        if learned is not None and cls is Optimizer:
+            from ..search.learned.torch_optimizer import LearnedOptimizer
+            return super().__new__(LearnedOptimizer)
+        return super().__new__(cls)
+
+    def __init__(self, params: Iterable, rule: "str | Program | None" = None, lr: float | None = None, *,
                  backend: str = "auto", seed: int | None = None, **hyperparameters: float) -> None:
+        if rule is None:
+            raise TypeError("Optimizer needs a rule (a name, rule text, a path or a Program) "
+                            "or learned=PATH (weights of a learned optimizer)")
         program = resolve_rule(rule)
         unknown = set(hyperparameters) - set(program.hyperparameter_names)
         if unknown:
