@@ -192,8 +192,9 @@ def _foreach_expr(fn, a, kinds, sl, ids) -> str | None:
     if fn == "pow" and kinds[0]:
         return f"torch._foreach_pow({a[0]}, {a[1] if kinds[1] else sl(ids[1])})"
     if fn == "clip" and kinds[0] and not kinds[1]:
-        return (f"torch._foreach_clamp_min(torch._foreach_clamp_max({a[0]}, {sl(ids[1])}), "
-                f"(-{a[1]}).tolist())")
+        # min(max(x, -c), c) in this order: for c < 0 it is c everywhere
+        return (f"torch._foreach_clamp_max(torch._foreach_clamp_min({a[0]}, (-{a[1]}).tolist()), "
+                f"{sl(ids[1])})")
     if fn == "interp" and kinds[0] and kinds[1] and not kinds[2]:
         return f"torch._foreach_lerp({a[0]}, {a[1]}, {sl(ids[2])})"
     return None

@@ -77,5 +77,13 @@ def exotic(w, g, s, *, c=2.0, p=1.5):
     return u, s
 '''
 
+EDGE = '''
+def edge(w, g, a, b):
+    a = b
+    b = sign(1.5) + step
+    u = clip(g, -0.4) + clip(w, 0.3) + a
+    return u, a, b
+'''
+
 RULES = {"adamw": ADAMW, "lion": LION, "adan": ADAN, "lamb": LAMB, "muon": MUON,
-         "centered": CENTERED, "noisy": NOISY, "swap": SWAP, "exotic": EXOTIC}
+         "centered": CENTERED, "noisy": NOISY, "swap": SWAP, "exotic": EXOTIC, "edge": EDGE}
