@@ -103,7 +103,11 @@ class Campaign:
                     store.set_meta("warm_start", warm_start.source())
         ws = store.get_meta("warm_start")
         self.warm_start = parse(ws) if ws else None
-        self.strategy = Evolution.from_config(self.cfg, self.warm_start)
+        if self.cfg.get("surrogate"):  # children ranked by the learned fitness predictor first
+            from .learned.surrogate import SurrogateEvolution
+            self.strategy = SurrogateEvolution.from_config(self.cfg, self.warm_start)
+        else:
+            self.strategy = Evolution.from_config(self.cfg, self.warm_start)
         d = cfg["distributed"]
         self.batch_size = d["batch_size"]
         self.max_retries = d["max_retries"]

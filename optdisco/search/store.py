@@ -23,7 +23,7 @@ from typing import Any, Iterable, Iterator, Sequence
 from ..dsl import DSLError, parse
 from ..dsl.ir import Program
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

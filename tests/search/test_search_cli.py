@@ -56,3 +56,22 @@ def test_config_mistakes_stop_before_anything_runs(tmp_path):
     with pytest.raises(ConfigError, match="did you mean 'population'"):
         cli_support.run_search(str(bad), {"db": str(tmp_path / "x.db")}, None, None)
     assert not (tmp_path / "x.db").exists()
+
+
+def test_address_joins_a_running_cluster(ray_session, tmp_path):
+    import subprocess
+    import sys
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(CONFIG.replace("budget = 14", "budget = 8").replace("top_k = 2", "top_k = 0"))
+    db = tmp_path / "joined.db"
+    address = ray_session.get_runtime_context().gcs_address
+    code = ("import sys; from optdisco.search.cli_support import run_search; "
+            "sys.exit(run_search(sys.argv[1], {'db': sys.argv[2], 'report': False}, None, sys.argv[3]))")
+    proc = subprocess.run([sys.executable, "-c", code, str(cfg), str(db), address],
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Started a local Ray instance" not in proc.stderr
+    assert f"Connecting to existing Ray cluster at address: {address}" in proc.stderr
+    with Store(db, create=False) as s:
+        assert s.counts()["done"] == 8
+        assert s.evaluations() and all(e["worker"] for e in s.evaluations())

@@ -102,3 +102,36 @@ def test_simplify_and_funnel_record_their_work(tmp_path):
     for stage in funnel:  # every stage was really evaluated with its own settings
         for r in stage["rows"]:
             assert store.cached_evaluation(store.program(r["id"]).fingerprint, settings_key(stage["settings"]))
+
+
+def test_restart_point_follows_stagnation():
+    from types import SimpleNamespace
+
+    from optdisco.search.evolution import Evolution
+    from optdisco.search.mutate import Space
+    ev = Evolution(seed=0, space=Space(), restart_after=3)
+    hist = [SimpleNamespace(fitness=f) for f in [0.0, 1.0, 0.5, 0.5, 0.5, 2.0, 2.5, 0.0]]
+    # best 1.0 at index 1, then three results without improvement: restart after index 4
+    assert ev.restart_point(hist) == 5
+    assert Evolution(seed=0, space=Space(), restart_after=0).restart_point(hist) == 0
+
+
+def test_restarts_draw_fresh_random_programs(tmp_path):
+    store, _ = run(tmp_path, **{"budget": 60, "evolution.restart_after": 6, "evolution.random_fraction": 0.0,
+                                "simplify.enabled": False, "funnel.top_k": 0})
+    restarts = store.programs("mutation = 'restart'")
+    assert restarts and all(r.parent is None and r.arm == "evolution" for r in restarts)
+    # children after a restart descend from the restarted population, not only the warm start
+    assert any(store.lineage(r.id)[-1].mutation == "restart" for r in store.programs("parent IS NOT NULL"))
+
+
+def test_found_rules_become_catalog_files(tmp_path):
+    from optdisco.discovered.catalog import load_text
+    from optdisco.search.found import write_found
+    store, found = run(tmp_path, **{"budget": 30, "funnel.threshold": -100.0, "funnel.top_k": 1})
+    assert found
+    paths = write_found(store.path, tmp_path / "found")
+    assert len(paths) == len(found)
+    rule = load_text(paths[0].stem, paths[0].read_text(), "found", str(paths[0]))
+    assert rule.meta["Origin"] == "found" and f":{found[0]}" in rule.meta["Campaign"]
+    assert {"StageSeeds", "StageBudget", "StageHeldout"} <= set(rule.meta)
