@@ -156,6 +156,11 @@ def _updates(p: Program, seed: int, steps: int) -> list[torch.Tensor]:
 
 def _mismatch(u: torch.Tensor, v: torch.Tensor, rtol: float) -> str | None:
     a, b = u.numpy(), v.numpy()
+    with np.errstate(invalid="ignore"):
+        return _first_bad(a, b, rtol)
+
+
+def _first_bad(a: np.ndarray, b: np.ndarray, rtol: float) -> str | None:
     same_special = (np.isnan(a) & np.isnan(b)) | (np.isinf(a) & (a == b))
     finite = np.isfinite(a) & np.isfinite(b)
     close = finite & (np.abs(a - b) <= rtol * np.maximum(np.abs(a), np.abs(b)) + 1e-300)
@@ -166,7 +171,14 @@ def _mismatch(u: torch.Tensor, v: torch.Tensor, rtol: float) -> str | None:
     return f"at index {tuple(int(k) for k in i)}: {float(a[i])!r} vs {float(b[i])!r}"
 
 
-def _counterexample(a: Program, b: Program, trials: int, steps: int, rtol: float) -> str | None:
+def counterexample(a: Program, b: Program, *, trials: int = 8, steps: int = 6,
+                   rtol: float = 1e-9) -> str | None:
+    """A description of the first update where ``a`` and ``b`` differ beyond ``rtol`` on
+    ``trials`` random trajectories of ``steps`` steps (float64, shared noise), else None.
+
+    Trial k: a parameter of shape (4, 3), (7,), (3, 5) or (2, 2, 3), gradients
+    ``g_t = G_t + K * w_t`` with per-element scales 1e-3..10, a learning rate in 1e-3..1.
+    """
     for seed in range(trials):
         for t, (u, v) in enumerate(zip(_updates(a, seed, steps), _updates(b, seed, steps)), start=1):
             where = _mismatch(u, v, rtol)
@@ -195,7 +207,7 @@ def equivalent(a: Program, b: Program, *, seconds: float = 2.0, trials: int = 8,
         verdict, why = _symbolic(ca, cb, seconds, full=False)
         if verdict is not None:
             return Equivalence(verdict, "symbolic", True, why)
-    cex = _counterexample(a, b, trials, steps, rtol)
+    cex = counterexample(a, b, trials=trials, steps=steps, rtol=rtol)
     if cex is not None:
         return Equivalence(False, "numeric", True, cex)
     if ca is not None:

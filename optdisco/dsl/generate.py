@@ -82,6 +82,12 @@ class _Builder:
         return Call(fn, tuple(self.expr(names, depth - 1) for _ in range(BUILTINS[fn].arity)))
 
 
+def random_expression(rng: random.Random, names: Sequence[str], depth: int = 3, *,
+                      allow_noise: bool = False, allow_matrix: bool = True) -> Expr:
+    """A random expression over ``names`` (and literals), at most ``depth`` calls deep."""
+    return _Builder(_as_random(rng), allow_noise, allow_matrix).expr(list(names), depth)
+
+
 def random_program(rng: random.Random, *, max_statements: int = 6, max_states: int = 2,
                    max_hyper: int = 2, allow_noise: bool = False, allow_matrix: bool = True,
                    max_depth: int = 3, name: str = "rule") -> Program:

@@ -39,8 +39,14 @@ class _Context:
 
     def full(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` broadcast to the parameter's shape."""
-        if x.shape == self.shape:  # the common case; torch.broadcast_shapes costs ~0.3 ms
+        # fast paths first: torch.broadcast_shapes is pure Python and costs ~0.1-0.3 ms
+        if x.shape == self.shape:
             return x
+        if x.dim() <= len(self.shape):
+            try:
+                return torch.broadcast_to(x, self.shape)
+            except RuntimeError:
+                pass
         return torch.broadcast_to(x, torch.broadcast_shapes(x.shape, self.shape))
 
     def reduce(self, fn, x: torch.Tensor) -> torch.Tensor:

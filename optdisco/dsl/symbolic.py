@@ -36,6 +36,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 import numpy as np
 import sympy
 from sympy.printing.latex import LatexPrinter
+from sympy.printing.numpy import NumPyPrinter
 
 from .builtins import BUILTINS, NEWTON_SCHULZ_COEFFS, NEWTON_SCHULZ_EPS, NEWTON_SCHULZ_STEPS
 from .ir import Call, Const, Expr, Name, Program
@@ -155,7 +156,62 @@ class _Converter:
         args = [self.expr(a) for a in e.args]  # left to right, as the interpreter draws noise
         if e.fn == "numel":
             return FUNCTIONS["numel"](self.symbols["w"])
-        return SYMPY_IMPL[e.fn](*args)
+        return apply(e.fn, args)
+
+
+def _ieee(fn: str, args: Sequence[sympy.Expr]) -> sympy.Expr:
+    """``fn`` of numbers in float64 as the interpreter computes it (1/0 = oo, sqrt(-1) = nan)."""
+    from .interpreter import TORCH_IMPL  # torch is only needed for this corner
+
+    xs = [torch_scalar(float(a)) for a in args]
+    value = float(TORCH_IMPL[fn](None, *xs))
+    if value != value:
+        return sympy.nan
+    if math.isinf(value):
+        return sympy.oo if value > 0 else -sympy.oo
+    return sympy.Float(value)
+
+
+def torch_scalar(x: float):
+    import torch
+    return torch.tensor(x, dtype=torch.float64)
+
+
+def apply(fn: str, args: Sequence[sympy.Expr]) -> sympy.Expr:
+    """The sympy value of built-in ``fn`` on ``args``, with float64 semantics where sympy's differ.
+
+    Sympy turns some operations on numbers into complex or unsigned infinities (``1/0``,
+    ``sqrt(-1)``, ``log(0)``) and refuses comparisons with nan; such cases are computed as
+    the interpreter computes them (giving nan or a signed infinity). A symbolic value divided
+    by an exact zero is ``oo * sign(a)``.
+    """
+    elementwise = BUILTINS[fn].kind in ("operator", "elementwise")
+    numeric = all(a.is_number for a in args)
+    if fn == "div" and not numeric and args[1].is_number and args[1].is_zero:
+        return sympy.oo * sympy.sign(args[0])
+    try:
+        out = SYMPY_IMPL[fn](*args)
+    except (TypeError, ValueError):  # a comparison with nan
+        if numeric and elementwise:
+            return _ieee(fn, args)
+        if fn == "gt":
+            return sympy.Integer(0)  # nan > x and x > nan are false
+        if fn == "where":
+            return args[2] if args[0] is sympy.nan else sympy.nan
+        return sympy.nan  # maximum, minimum, clip, relu propagate nan
+    if numeric and elementwise and not (out.is_real and out.is_finite):
+        return _ieee(fn, args)
+    if elementwise and out.has(sympy.zoo, sympy.I):
+        # sympy pushed the operation into a Piecewise argument (1/gt(a, b) has a 1/0 piece):
+        # redo it piece by piece so that each piece gets float64 semantics
+        for i, a in enumerate(args):
+            folded = sympy.piecewise_fold(a) if a.has(sympy.Piecewise) else a
+            if isinstance(folded, sympy.Piecewise):
+                return sympy.Piecewise(*[(apply(fn, [*args[:i], piece, *args[i + 1:]]), cond)
+                                         for piece, cond in folded.args])
+        # not a Piecewise artefact: an unsigned infinity we cannot place; nan is the honest value
+        return out.xreplace({sympy.zoo: sympy.nan})
+    return out
 
 
 def to_sympy(p: Program) -> SymbolicRule:
@@ -325,6 +381,23 @@ def to_latex(p: Program) -> str:
 
 # -- numeric evaluation of the sympy form ------------------------------------------------
 
+class _NumPyPrinter(NumPyPrinter):
+    """sympy's numpy printer with logic that broadcasts (its ``logical_and.reduce((a, b))``
+    fails when one side is a tensor condition and the other a scalar one)."""
+
+    def _logic(self, fn: str, args) -> str:
+        out = self._print(args[-1])
+        for a in reversed(args[:-1]):
+            out = f"{self._module_format('numpy.' + fn)}({self._print(a)}, {out})"
+        return out
+
+    def _print_And(self, expr):
+        return self._logic("logical_and", expr.args)
+
+    def _print_Or(self, expr):
+        return self._logic("logical_or", expr.args)
+
+
 def _numpy_builtins(shape: tuple[int, ...]) -> dict[str, Callable]:
     """numpy implementations of the opaque built-ins for a parameter of ``shape``,
     matching the interpreter's semantics (reductions over the whole tensor, the matrix view)."""
@@ -353,6 +426,8 @@ def _numpy_builtins(shape: tuple[int, ...]) -> dict[str, Callable]:
         return X * math.sqrt(max(1.0, rows / cols))
 
     return {
+        # torch.sign(nan) is 0, and the interpreter defines the language
+        "sign": lambda x: np.where(np.isnan(x), 0.0, np.sign(x)),
         "norm": lambda x: np.sqrt(np.sum(full(x) ** 2)),
         "rms": lambda x: np.sqrt(np.mean(full(x) ** 2)),
         "mean": lambda x: np.mean(full(x)),
@@ -378,18 +453,21 @@ def evaluate_sympy(p: Program, w, g, states: Sequence, step: float, lr: float,
     rule = to_sympy(p)
     w = np.asarray(w, dtype=np.float64)
     shape = w.shape
-    values = {"w": w, "g": np.asarray(g, dtype=np.float64), "step": float(step), "lr": float(lr)}
+    # numpy scalars, not Python floats: 1/0 must be inf (IEEE), not a ZeroDivisionError
+    values = {"w": w, "g": np.asarray(g, dtype=np.float64), "step": np.float64(step), "lr": np.float64(lr)}
     values.update({n: np.asarray(s, dtype=np.float64) for n, s in zip(p.state_names, states)})
-    values.update(p.hyperparameter_defaults)
+    values.update({k: np.float64(v) for k, v in p.hyperparameter_defaults.items()})
     if hyper:
-        values.update({k: float(v) for k, v in hyper.items()})
+        values.update({k: np.float64(v) for k, v in hyper.items()})
     noise = list(noise or [])
     if len(noise) < len(rule.noise):
         raise ValueError(f"rule '{p.name}' draws {len(rule.noise)} noise tensors, got {len(noise)}")
     for xi, value in zip(rule.noise, noise):
         values[xi.name] = np.asarray(value, dtype=np.float64)
     args = list(rule.symbols.values())
-    fn = sympy.lambdify(args, rule.outputs(), modules=[_numpy_builtins(shape), "numpy"])
+    fn = sympy.lambdify(args, rule.outputs(), modules=[_numpy_builtins(shape), "numpy"],
+                        printer=_NumPyPrinter({"fully_qualified_modules": False, "inline": True,
+                                               "allow_unknown_functions": True}))
     with np.errstate(all="ignore"):
         out = fn(*[values[s.name] for s in args])
         out = [np.array(np.broadcast_to(np.asarray(o, dtype=np.float64), shape)) for o in out]
