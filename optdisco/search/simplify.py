@@ -81,31 +81,156 @@ def fold_constants(p: Program) -> Program:
     return replace(p, body=body, update=fold(p.update))
 
 
-def sympy_simplified(p: Program) -> Program | None:
-    """The language's sympy simplification of ``p`` when it provides one (``optdisco.dsl.symbolic.simplified``)."""
+class _NotExpressible(Exception):
+    pass
+
+
+def _from_sympy(e, inputs: set[str]) -> Expr:
+    """A sympy expression (as :mod:`optdisco.dsl.symbolic` builds them) back in the IR."""
+    import sympy
+    if isinstance(e, sympy.Symbol):
+        if e.name not in inputs:
+            raise _NotExpressible(e.name)
+        return Name(e.name)
+    if e.is_Number:
+        if not e.is_finite:
+            raise _NotExpressible(str(e))
+        return Const(float(e))
+    if isinstance(e, sympy.Add):
+        terms = list(e.args)
+        terms.sort(key=lambda t: t.could_extract_minus_sign())  # positive terms first
+        acc = None
+        for t in terms:
+            neg = t.could_extract_minus_sign()
+            x = _from_sympy(-t if neg else t, inputs)
+            acc = (Call("neg", (x,)) if neg else x) if acc is None else Call("sub" if neg else "add", (acc, x))
+        return acc
+    if isinstance(e, sympy.Mul):
+        coeff, rest = e.as_coeff_Mul()
+        if coeff < 0:
+            return Call("neg", (_from_sympy(-e, inputs),))
+        num, den = [], []
+        for f in sympy.Mul.make_args(e):
+            if isinstance(f, sympy.Pow) and f.exp.is_Number and f.exp < 0:
+                den.append(f.base ** (-f.exp))
+            elif isinstance(f, sympy.Rational) and not f.is_Integer and f.p == 1:
+                den.append(sympy.Integer(f.q))
+            else:
+                num.append(f)
+        out = None
+        for f in num:
+            x = _from_sympy(f, inputs)
+            out = x if out is None else Call("mul", (out, x))
+        out = out if out is not None else Const(1.0)
+        for f in den:
+            out = Call("div", (out, _from_sympy(f, inputs)))
+        return out
+    if isinstance(e, sympy.Pow):
+        base, ex = _from_sympy(e.base, inputs), e.exp
+        if ex == sympy.Rational(1, 2):
+            return Call("sqrt", (base,))
+        if ex == sympy.Rational(-1, 2):
+            return Call("rsqrt", (base,))
+        if ex == 2:
+            return Call("square", (base,))
+        if ex == -1:
+            return Call("div", (Const(1.0), base))
+        return Call("pow", (base, _from_sympy(ex, inputs)))
+    unary = {sympy.Abs: "abs", sympy.sign: "sign", sympy.exp: "exp", sympy.log: "log", sympy.tanh: "tanh"}
+    for cls, fn in unary.items():
+        if isinstance(e, cls):
+            return Call(fn, (_from_sympy(e.args[0], inputs),))
+    if isinstance(e, (sympy.Max, sympy.Min)):
+        fn = "maximum" if isinstance(e, sympy.Max) else "minimum"
+        args = [_from_sympy(a, inputs) for a in e.args]
+        out = args[0]
+        for a in args[1:]:
+            out = Call(fn, (out, a))
+        return out
+    if isinstance(e, sympy.Piecewise) and len(e.args) == 2 and e.args[1].cond == sympy.true:
+        (a, cond), (b, _) = e.args
+        if isinstance(cond, sympy.StrictGreaterThan):
+            x, y = cond.lhs, cond.rhs
+        elif isinstance(cond, sympy.StrictLessThan):
+            x, y = cond.rhs, cond.lhs
+        else:
+            raise _NotExpressible(str(cond))
+        if a == 1 and b == 0:
+            return Call("gt", (_from_sympy(x, inputs), _from_sympy(y, inputs)))
+        c = _from_sympy(x if y == 0 else x - y, inputs)
+        return Call("where", (c, _from_sympy(a, inputs), _from_sympy(b, inputs)))
+    name = type(e).__name__
+    if isinstance(e, sympy.Function) and name in BUILTINS and BUILTINS[name].arity == len(e.args):
+        return Call(name, tuple(_from_sympy(a, inputs) for a in e.args))
+    raise _NotExpressible(name)
+
+
+def program_from_symbolic(p: Program, rule) -> Program | None:
+    """A Program computing ``rule`` (a :class:`~optdisco.dsl.symbolic.SymbolicRule` of ``p``):
+    the update first (or the state it equals), then each state's new value, ordered so that
+    no state is overwritten before it is read; None when that is not expressible."""
+    if rule.noise:
+        return None
+    inputs = set(p.input_names)
     try:
-        from ..dsl.symbolic import simplified  # type: ignore[attr-defined]
-    except ImportError:
+        update = _from_sympy(rule.update, inputs)
+        new = {s: _from_sympy(rule.states[s], inputs) for s in p.state_names}
+    except (_NotExpressible, TypeError, ValueError):
         return None
-    try:
-        q = simplified(p)
-    except Exception:  # noqa: BLE001 - sympy may give up on a rule; the rule stays as it is
-        return None
-    if not isinstance(q, Program):
-        return None
+    body: list[Assign] = []
+    same = [s for s in p.state_names if rule.states[s] == rule.update]
+    final_update: Expr
+    if same:
+        final_update = Name(same[0])
+    else:
+        tmp = "u"
+        while tmp in inputs:
+            tmp += "_"
+        body.append(Assign(tmp, update))
+        final_update = Name(tmp)
+    pending = [s for s in p.state_names if new[s] != Name(s)]
+    while pending:
+        for s in pending:  # a state may be written once no other pending state reads its old value
+            if not any(s in _reads(new[o]) for o in pending if o != s):
+                body.append(Assign(s, new[s]))
+                pending.remove(s)
+                break
+        else:
+            return None  # states read each other's old values: keep the original form
+    q = replace(p, body=tuple(body), update=final_update)
     try:
         return parse(q.source())
     except DSLError:
         return None
 
 
+def _size(p: Program) -> int:
+    update, states = p.outputs()
+    return len({id(n) for e in (update, *states) for n in e.walk()}) + len(p.body)
+
+
+def sympy_simplified(p: Program) -> Program | None:
+    """``p`` rewritten from sympy's simplification of it, when the result computes the same
+    updates (equal fingerprints) and is smaller; else None."""
+    try:
+        from ..dsl.symbolic import simplified
+    except ImportError:
+        return None
+    try:
+        q = program_from_symbolic(p, simplified(p, seconds=2.0))
+    except Exception:  # noqa: BLE001 - sympy may give up on a rule; the rule stays as it is
+        return None
+    if q is None or _size(q) >= _size(p):
+        return None
+    from .cache import fingerprint
+    return q if fingerprint(q) == fingerprint(p) else None
+
+
 def tidy(p: Program) -> Program:
     """Dead code removed and constants folded (behaviour unchanged), then sympy's form if shorter."""
     q = parse(remove_dead_code(fold_constants(remove_dead_code(p))).source())
     s = sympy_simplified(q)
-    if s is not None and len(s.source()) < len(q.source()):
-        q = remove_dead_code(s)
-    return q
+    return q if s is None else remove_dead_code(s)
 
 
 def removals(p: Program, space: Space | None = None) -> list[tuple[str, Program]]:

@@ -74,3 +74,24 @@ def test_shrink_removes_what_fitness_does_not_need():
     small, steps = shrink(p, fitness, tolerance=0.01, reference=ref)
     assert len(small.body) == 1 and steps and small.body[0].target == "m"
     assert fitness([small])[0] >= ref - 0.01
+
+
+def test_sympy_rewrites_only_when_equal_and_smaller():
+    from optdisco.search.cache import fingerprint
+    from optdisco.search.simplify import sympy_simplified
+    lion = parse("""def lion(w, g, m):
+    c = interp(g, m, 0.9)
+    m = interp(g, m, 0.99)
+    return sign(c) + gt(g, m) * 0.0, m
+""")
+    q = sympy_simplified(lion)
+    assert q is not None and fingerprint(q) == fingerprint(lion)
+    assert "gt" not in q.source() and same_updates(lion, q)
+    twice = parse("def r(w, g, m, *, b=0.9):\n    t = g * 2.0\n    m = interp(t / 2.0, m, b)\n"
+                  "    c = m + m - m\n    return c, m\n")
+    q = sympy_simplified(twice)
+    assert q is not None and len(q.body) == 1 and same_updates(twice, q)
+    # Adam is already as short as sympy makes it: nothing to gain, the original stays
+    adam = parse("def r(w, g, m, v):\n    m = interp(g, m, 0.9)\n    v = interp(g*g, v, 0.999)\n"
+                 "    return m / (sqrt(v) + 1e-8), m, v\n")
+    assert sympy_simplified(adam) is None
