@@ -209,6 +209,10 @@ def _size(p: Program) -> int:
     return len({id(n) for e in (update, *states) for n in e.walk()}) + len(p.body)
 
 
+SYMPY_MAX_NODES = 40
+SYMPY_SECONDS = 30.0
+
+
 def sympy_simplified(p: Program) -> Program | None:
     """``p`` rewritten from sympy's simplification of it, when the result computes the same
     updates (equal fingerprints) and is smaller; else None."""
@@ -216,8 +220,12 @@ def sympy_simplified(p: Program) -> Program | None:
         from ..dsl.symbolic import simplified
     except ImportError:
         return None
+    # sympy's time limit is a safety net only: a result that depended on the machine's load
+    # would make campaigns irreproducible, so large rules are skipped by size instead
+    if _size(p) > SYMPY_MAX_NODES:
+        return None
     try:
-        q = program_from_symbolic(p, simplified(p, seconds=2.0))
+        q = program_from_symbolic(p, simplified(p, seconds=SYMPY_SECONDS))
     except Exception:  # noqa: BLE001 - sympy may give up on a rule; the rule stays as it is
         return None
     if q is None or _size(q) >= _size(p):
