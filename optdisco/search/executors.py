@@ -74,9 +74,12 @@ def init_ray(address: str = "", workers: int = 0) -> int:
 class RayExecutor:
     """Asynchronous batches on Ray workers, one CPU each, with per-batch time limits.
 
-    Settings travel once through the object store (``ray.put``) and are shared by every
-    batch that uses them. Ray's own retries are off (``max_retries=0``) so that the
-    campaign decides, and records, what happens to a batch whose worker died.
+    At most ``workers`` batches are handed to Ray at a time (the rest wait here, in
+    order), so ``workers`` means what it says on a bigger cluster, one worker replays
+    exactly, and a batch's clock starts when it can start running. Settings travel once
+    through the object store (``ray.put``) and are shared by every batch that uses them.
+    Ray's own retries are off (``max_retries=0``) so that the campaign decides, and
+    records, what happens to a batch whose worker died.
     """
 
     def __init__(self, fitness: str | FitnessFn = "proxy", *, workers: int | None = None,
@@ -89,23 +92,30 @@ class RayExecutor:
         self._remote = ray.remote(num_cpus=1, max_retries=0)(evaluate_batch)
         self._fitness_ref = ray.put(fitness) if callable(fitness) else fitness
         self._settings: dict[str, Any] = {}
-        self._refs: dict[Any, tuple[int, float]] = {}  # ref -> (key, submitted at)
+        self._waiting: collections.deque = collections.deque()  # (key, sources, settings ref)
+        self._refs: dict[Any, tuple[int, float]] = {}  # ref -> (key, handed to Ray at)
         self._order: list[Any] = []
-        self._running: dict[Any, float] = {}
 
     def submit(self, key: int, sources: Sequence[str], settings: Mapping[str, Any]) -> None:
         import json
         skey = json.dumps(dict(settings), sort_keys=True)
         if skey not in self._settings:
             self._settings[skey] = self.ray.put(dict(settings))
-        ref = self._remote.remote(list(sources), self._settings[skey], self._fitness_ref)
-        self._refs[ref] = (key, time.monotonic())
-        self._order.append(ref)
+        self._waiting.append((key, list(sources), self._settings[skey]))
+        self._pump()
+
+    def _pump(self) -> None:
+        while self._waiting and len(self._refs) < self.workers:
+            key, sources, settings_ref = self._waiting.popleft()
+            ref = self._remote.remote(sources, settings_ref, self._fitness_ref)
+            self._refs[ref] = (key, time.monotonic())
+            self._order.append(ref)
 
     def in_flight(self) -> int:
-        return len(self._refs)
+        return len(self._refs) + len(self._waiting)
 
     def wait(self, timeout: float) -> list[Completion]:
+        self._pump()
         if not self._refs:
             return []
         ready, _ = self.ray.wait(self._order, num_returns=len(self._order), timeout=timeout)
@@ -114,28 +124,24 @@ class RayExecutor:
         for ref in [r for r in self._order if r in ready_set]:  # in submission order
             key, _ = self._refs.pop(ref)
             self._order.remove(ref)
-            self._running.pop(ref, None)
             try:
                 out.append((key, self.ray.get(ref)))
             except Exception as e:  # noqa: BLE001 - worker death, cancellation, task error
                 out.append((key, BatchFailure(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")))
         if self.time_limit > 0:
-            # the clock of a batch starts when it can be running: once it is among the
-            # oldest `workers` batches, not while it waits in the queue behind them
             now = time.monotonic()
-            for ref in self._order[:self.workers]:
-                self._running.setdefault(ref, now)
-            for ref in list(self._order[:self.workers]):
-                key, _ = self._refs[ref]
-                if now - self._running[ref] > self.time_limit:
-                    self._running.pop(ref)
+            for ref in list(self._order):
+                key, started = self._refs[ref]
+                if now - started > self.time_limit:
                     self.ray.cancel(ref, force=True)
                     self._refs.pop(ref)
                     self._order.remove(ref)
                     out.append((key, BatchFailure(f"timed out after {self.time_limit:.0f} s")))
+        self._pump()
         return out
 
     def shutdown(self) -> None:
+        self._waiting.clear()
         for ref in list(self._order):
             self.ray.cancel(ref, force=True)
         self._refs.clear()

@@ -110,3 +110,14 @@ def test_a_hung_batch_is_cancelled_and_marked_failed(ray_session, tmp_path):
     assert "timed out" in store.evaluations(0)[0]["failure"]
     assert store.counts()["done"] == 10
     assert any(r.status == "done" for r in store.completed())
+
+
+def test_one_ray_worker_replays_a_campaign_exactly(ray_session, tmp_path):
+    cfg = quadratic_config(**{"budget": 24, "seed": 9, "simplify.enabled": False, "funnel.top_k": 0})
+
+    def campaign(name):
+        store = Store(tmp_path / name)
+        Campaign(cfg, store, RayExecutor("quadratic", workers=1), warm_start=parse(SEED_RULE)).run()
+        return [(r.id, r.source, r.parent, r.mutation, r.cache_of, r.seq, r.fitness) for r in store.programs()]
+
+    assert campaign("a.db") == campaign("b.db")
