@@ -17,6 +17,12 @@ Every backend applies a rule to a list of parameters in place::
   :mod:`optdisco.kernels.auto`).
 
 Triton and the compilers are imported only when a backend that needs them is built.
+
+Beyond ``get_backend``'s defaults, :class:`optdisco.kernels.triton_backend.TritonBackend`
+takes ``stochastic_rounding=True`` (bf16 parameter writes) and reads 8-bit blockwise states
+(:func:`optdisco.kernels.quant8.zeros_like` makes one, ~3.9x smaller than float32) given in
+place of float32 state tensors; the eager backend reads them too. Generated sources are
+written to ``$OPTDISCO_CACHE_DIR`` (default ``~/.cache/optdisco/kernels``).
 """
 
 from __future__ import annotations

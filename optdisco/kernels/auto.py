@@ -19,7 +19,7 @@ from ..dsl import Program
 from .errors import BackendUnavailable
 
 #: Groups with at least this many elements use torch.compile on CPU ...
-COMPILE_MIN_NUMEL = 1 << 20
+COMPILE_MIN_NUMEL = 500_000
 #: ... for their tensors of at least this many elements (measured break-even: ~12K).
 SMALL_NUMEL = 1 << 14
 

@@ -20,7 +20,7 @@ from .errors import BackendUnavailable
 from .plan import make_plan
 from .quant8 import reject_quantized
 from .precision import compute_dtype
-from .torchgen import SCALAR_SLOTS, generate
+from .torchgen import generate
 
 
 def matrix_view(t: torch.Tensor) -> torch.Tensor:
@@ -54,6 +54,7 @@ class CompiledBackend:
         self.source = generate(self.plan)
         module = load_source("torch", self.source)
         self.eager_fn = module.rule_step
+        self.scalars_fn = module.rule_scalars
         self.compile = compile
         self.compile_seconds = 0.0
         self._fn = None
@@ -77,14 +78,16 @@ class CompiledBackend:
         reject_quantized(states, self.name)
         hyper = self.program.hyperparameter_defaults
         hyper.update(hyperparameters)
-        tail = [float(hyper[n]) for n in self.program.hyperparameter_names]
         n_draws = self.plan.n_draws
         scal_rows: dict[torch.dtype, torch.Tensor] = {}
         for i, (w, g, s, t) in enumerate(zip(params, grads, states, steps)):
             dt = compute_dtype(w)
-            if dt not in scal_rows:  # one small tensor per step, a row per parameter
-                scal_rows[dt] = torch.tensor([[float(st), float(lr), float(p.numel())] + tail
-                                              for st, p in zip(steps, params)], dtype=dt)
+            if dt not in scal_rows:  # the step/hyperparameter arithmetic, for all tensors at once
+                n = len(params)
+                scal_rows[dt] = self.scalars_fn(
+                    torch.tensor([float(x) for x in steps], dtype=dt), torch.full((n,), float(lr), dtype=dt),
+                    torch.tensor([float(p.numel()) for p in params], dtype=dt),
+                    {h: torch.full((n,), float(v), dtype=dt) for h, v in hyper.items()})
             scal = scal_rows[dt][i]
             noise = [matrix_view(n) for n in draw_noise(n_draws, w.shape, dt, w.device, generator)] \
                 if n_draws else []
@@ -111,5 +114,3 @@ class CompiledBackend:
                 for dst, src in zip(s, ss):
                     dst.copy_(src)
 
-
-assert SCALAR_SLOTS == ("step", "lr", "numel")
