@@ -5,14 +5,15 @@ hashes the updates it produces, rounded so that algebraically equal forms (``x +
 ``2 * x``, commuted operands, renamed names, dead statements) agree while any real
 difference, including a different hyperparameter default, shows.
 
-Each problem is a short trajectory from zero states: ``w <- w - lr * u`` with fixed
-gradients ``g_t = G_t + K * w`` (a noisy quadratic; per-element scales of G from 1e-3 to
-10, one exact zero) on a 3x2 matrix (the matrix built-ins' tall case; few elements, so
-reductions of constants are small) and a 500-vector (many elements:
-some sit near the sign boundary of a momentum sum), for three learning rates at
-once (batched), with ``randn()`` drawn from a fixed seed. Only updates are hashed:
-states are internal, so programs that keep differently scaled or ordered states but
-move the parameters the same way hash equal.
+Each problem is a short trajectory from zero states, ``w <- w - lr * u``, with fixed
+gradients ``g_t = G_t + K * w`` (per-element scales of G from 1e-3 to 10, one exact zero;
+K = 0 in half the problems, so that whole-tensor conditions such as a cosine against a
+threshold take both values). Shapes: a 3x2 matrix (the matrix built-ins' tall case; few
+elements, so reductions of constants stay small) and a 100-vector; 8 random problems
+per shape, each at three learning rates, all batched (batch_dims=1) so a fingerprint
+costs two interpreter runs per step; ``randn()`` draws from a fixed seed. Only updates
+are hashed: states are internal, so programs that keep differently scaled or ordered
+states but move the parameters the same way hash equal.
 
 Noise: two programs that draw noise in a different order (``randn() - randn()`` written
 the other way round) are equal in distribution but hash differently; a false
@@ -22,7 +23,9 @@ the other way round) are equal in distribution but hash differently; a false
 from __future__ import annotations
 
 import hashlib
+from contextlib import contextmanager
 from dataclasses import replace
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -34,7 +37,9 @@ from .ir import Call, Expr, Name, Program
 VERSION = 1
 STEPS = 5
 LEARNING_RATES = (1e-3, 0.05, 0.7)
-SHAPES = ((3, 2), (500,))
+SHAPES = ((3, 2), (100,))
+#: Independent random problems per shape, batched with the learning rates.
+INSTANCES = 8
 #: Significant bits of the mantissa kept (22 bits ~ 6.6 decimal digits).
 MANTISSA_BITS = 22
 #: Values smaller in magnitude than this are hashed as zero (cancellation noise).
@@ -66,22 +71,30 @@ def eliminate_dead_code(p: Program) -> Program:
 
 def _problems() -> list[dict]:
     gen = np.random.default_rng(_SEED)
+    n_lr, n = len(LEARNING_RATES), INSTANCES
     out = []
     for shape in SHAPES:
-        n_lr = len(LEARNING_RATES)
+        ones = (1,) * len(shape)
+
+        def per_instance(x: np.ndarray) -> torch.Tensor:
+            # instance i, learning rate j sits at batch index i * n_lr + j
+            return torch.from_numpy(np.repeat(x, n_lr, axis=0))
+
         # each element has its own scale (1e-3..10) that its gradients keep over time, so
         # momentum-like sums often change sign and sign-like rules see their constants
-        scale = 10.0 ** gen.uniform(-3, 1, shape)
-        w0 = gen.standard_normal(shape) * 10.0 ** gen.uniform(-3, 1, shape)
-        grads = [gen.standard_normal(shape) * scale for _ in range(STEPS)]
+        scale = 10.0 ** gen.uniform(-3, 1, (n, *shape))
+        w0 = gen.standard_normal((n, *shape)) * 10.0 ** gen.uniform(-3, 1, (n, *shape))
+        grads = [gen.standard_normal((n, *shape)) * scale for _ in range(STEPS)]
         grads[1].reshape(-1)[0] = 0.0  # one exact zero: sign(g) and g/|g| differ there, as they should
+        # half the instances have gradients that follow w (a quadratic), half pure noise, so
+        # that whole-tensor conditions (cosines, norms against thresholds) take both values
+        curvature = gen.uniform(0.1, 2.0, (n, *shape)) * (np.arange(n) % 2).reshape(n, *ones)
         out.append({
             "shape": shape,
-            # the same problem for every learning rate, stacked on a leading batch dim
-            "w": torch.from_numpy(np.broadcast_to(w0, (n_lr, *shape)).copy()),
-            "grads": [torch.from_numpy(gr) for gr in grads],
-            "curvature": torch.from_numpy(gen.uniform(0.1, 2.0, shape)),
-            "lr": torch.tensor(LEARNING_RATES, dtype=torch.float64).reshape(n_lr, *([1] * len(shape))),
+            "w": per_instance(w0),
+            "grads": [per_instance(gr) for gr in grads],
+            "curvature": per_instance(curvature),
+            "lr": torch.tensor(LEARNING_RATES * n, dtype=torch.float64).reshape(n * n_lr, *ones),
         })
     return out
 
@@ -89,10 +102,32 @@ def _problems() -> list[dict]:
 _PROBLEMS = _problems()
 
 
+@contextmanager
+def single_threaded() -> Iterator[None]:
+    """Run torch on one intra-op thread inside the block.
+
+    On tensors this small, torch still splits some ops (sqrt among them) across its thread
+    pool, and on a busy machine the synchronization costs ~0.5 ms per op instead of ~4 us.
+    The setting is process-wide while the block runs (it is restored after)."""
+    n = torch.get_num_threads()
+    if n == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
 def updates(p: Program) -> list[np.ndarray]:
     """The updates ``u_1..u_STEPS`` of ``p`` on each fingerprint problem, as float64 arrays
-    of shape ``(len(LEARNING_RATES), *shape)`` (the raw values the fingerprint rounds)."""
-    p = eliminate_dead_code(p)
+    of shape ``(INSTANCES * len(LEARNING_RATES), *shape)`` (the raw values the fingerprint rounds)."""
+    with single_threaded():
+        return _updates(eliminate_dead_code(p))
+
+
+def _updates(p: Program) -> list[np.ndarray]:
     out = []
     for prob in _PROBLEMS:
         gen = torch.Generator().manual_seed(_SEED)

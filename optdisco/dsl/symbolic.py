@@ -319,7 +319,7 @@ class _LatexPrinter(LatexPrinter):
 
 
 def _latex_name(name: str) -> str:
-    if name.startswith("eps") and name[3:].isdigit():  # the usual abbreviation of epsilon
+    if name.startswith("eps") and (name[3:] == "" or name[3:].isdigit()):  # the usual abbreviation of epsilon
         name = "epsilon" + name[3:]
     return sympy.latex(sympy.Symbol(name))
 
