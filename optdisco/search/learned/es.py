@@ -119,9 +119,18 @@ class Inner:
     xi: np.ndarray                       # (N, D) PES accumulated perturbations of the + particles
 
 
+def _episode_seed(seed: int, episode: int) -> int:
+    # episode -1 means "the evaluators' own seed": the init and data :func:`train` uses
+    return seed if episode < 0 else seed * 100003 + episode
+
+
 def new_inner(task: Task, particles: int, episode: int, seed: int, dim: int) -> Inner:
-    """Every particle at the same initial point of episode ``episode`` (common random numbers)."""
-    gen = seed_generator(task, seed * 100003 + episode, "init")
+    """Every particle at the same initial point of episode ``episode`` (common random numbers).
+
+    Episode -1 uses the evaluators' initialization and minibatches for ``seed``, so a
+    learned optimizer sees exactly what the tuned baseline saw.
+    """
+    gen = seed_generator(task, _episode_seed(seed, episode), "init")
     init = task.init(gen)
     params = [p.unsqueeze(0).repeat(particles, *([1] * p.dim())).float() for p in init]
     return Inner(0, episode, params, [FeatureState.zeros(p) for p in params],
@@ -130,15 +139,18 @@ def new_inner(task: Task, particles: int, episode: int, seed: int, dim: int) -> 
 
 
 def unroll(mlp: MLPOptimizer, thetas: torch.Tensor, task: Task, inner: Inner, *, steps: int,
-           horizon: int, lr: float, seed: int) -> np.ndarray:
+           horizon: int, lr: "float | torch.Tensor", seed: int,
+           record: list | None = None) -> np.ndarray:
     """Advance ``inner`` by ``steps`` updates, particle p using weights ``thetas[p]``.
 
-    The learning rate follows the evaluators' warmup-cosine schedule over the episode
+    ``record``, when a list, receives ``(tensor index, t, lr_t, w, g, u)`` for every update.
+    ``lr`` is one peak learning rate or one per particle. The learning rate follows the evaluators' warmup-cosine schedule over the episode
     (``horizon`` steps). Returns each particle's truncation loss: the mean over the steps
     of ``log(L_train(t) / L_train(0))`` (DIVERGED_LOSS for a particle that diverged).
     """
     P = thetas.shape[0]
-    data = task.sample(seed_generator(task, seed * 100003 + inner.episode, "data"), horizon)
+    data = task.sample(seed_generator(task, _episode_seed(seed, inner.episode), "data"), horizon)
+    lr_rows = torch.as_tensor(lr, dtype=torch.float32).reshape(-1).expand(P)
     total = torch.zeros(P)
     n = 0
     for _ in range(steps):
@@ -157,12 +169,14 @@ def unroll(mlp: MLPOptimizer, thetas: torch.Tensor, task: Task, inner: Inner, *,
         ratio = torch.log(ld.clamp_min(1e-30) / inner.loss0.clamp_min(1e-30))
         total += torch.where(inner.dead, torch.full_like(ratio, DIVERGED_LOSS), ratio)
         n += 1
-        lr_t = lr * schedule(inner.t, horizon)
+        lr_t = lr_rows * schedule(inner.t, horizon)
         with torch.no_grad():
             for j, (w, g) in enumerate(zip(inner.params, grads)):
                 u, inner.stats[j] = mlp.updates(thetas, w, g, inner.stats[j], inner.t)
+                if record is not None:
+                    record.append((j, inner.t, lr_t.clone(), w.clone(), g.clone(), u.clone()))
                 keep = inner.dead.view(P, *([1] * (w.dim() - 1)))
-                new = w - lr_t * u
+                new = w - lr_t.view(P, *([1] * (w.dim() - 1))) * u
                 inner.params[j] = torch.where(keep | ~torch.isfinite(new), w, new)
     return (total / max(1, n)).numpy()
 

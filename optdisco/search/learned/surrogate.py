@@ -15,7 +15,8 @@ Features of a program (:func:`program_features`, no training needed):
 has observed (an extremely randomized trees regressor with a fixed seed, refit lazily
 when new observations arrived) and ranks candidates best-first.
 :class:`SurrogateEvolution` is the search's regularized evolution that draws ``pool``
-children per proposal and keeps the one the predictor ranks first; it stays a pure
+children per proposal and keeps, among those whose fingerprint no finished candidate
+has, the one the predictor ranks first; it stays a pure
 function of the seed, the candidate index and the results so far, so campaigns with
 it replay and resume exactly like without it.
 """
@@ -215,5 +216,11 @@ class SurrogateEvolution(Evolution):
                 self._sub = None
             if prop.arm == "evolution":  # a draw of the random arm is not a child
                 props.append(prop)
-        best = self.predictor.rank([p.program for p in props])[0]
-        return props[best]
+        # only children that are new behaviour compete: a known one would be a cache hit
+        from ..cache import fingerprint
+        known = {r.fingerprint for r in history}
+        novel = [p for p in props if fingerprint(p.program) not in known]
+        if not novel:
+            return first
+        best = self.predictor.rank([p.program for p in novel])[0]
+        return novel[best]

@@ -1,0 +1,148 @@
+"""What the ``optdisco learn`` command calls; each function prints with rich and returns its result.
+
+- :func:`learn_rule`: ``optdisco learn RULE [--suite proxy]`` (ES over constants).
+- :func:`learn_mlp`: ``optdisco learn --mlp -o W.npz`` (meta-train the MLP optimizer).
+- :func:`distill_mlp`: ``optdisco learn --distill W.npz`` (a rule that imitates it).
+- :func:`eval_learned`: the learned optimizer on a suite, for ``optdisco eval --learned W.npz``.
+
+Ray: ``address`` joins a cluster ("auto" or host:port); ``workers > 0`` starts a local
+Ray with that many CPUs; otherwise everything runs in this process.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from .constants import ConstantLearner, LearnConfig, LearnResult, rule_text
+from .distill import DistillResult, distill, record
+from .es import ESConfig, MetaTrainer
+from .learned_eval import evaluate_learned
+from .mlp_optimizer import MLPOptimizer, load, save
+
+
+def _ray(address: str | None, workers: int) -> None:
+    if address or workers > 0:
+        from ..executors import init_ray
+        init_ray(address or "", workers)
+
+
+def learn_rule(rule: str, *, suite: str = "proxy", tasks: Sequence[str] = (), pairs: int = 4,
+               sigma: float = 0.3, meta_lr: float = 0.1, iterations: int = 8, seed: int = 0,
+               seeds: int = 1, budget: float = 0.5, heldout_suite: str = "heldout",
+               heldout_tasks: Sequence[str] = (), heldout_budget: float = 0.25,
+               checkpoint: str | None = None, out: str | None = None, address: str | None = None,
+               workers: int = 0, cache_dir: str | None = None, console: Console | None = None,
+               progress: bool = True) -> LearnResult:
+    """ES over RULE's constants; writes ``out`` (default ``<rule>_learned.rule``); checkpoint
+    ``<out>.ckpt.npz`` unless given (rerun the same command to resume)."""
+    from ...discovered.optimizer import resolve_rule
+    console = console or Console()
+    program = resolve_rule(rule)
+    out_path = Path(out or f"{program.name}_learned.rule")
+    ckpt = checkpoint or str(out_path) + ".ckpt.npz"
+    _ray(address, workers)
+    cfg = LearnConfig(pairs=pairs, sigma=sigma, meta_lr=meta_lr, iterations=iterations, seed=seed, suite=suite,
+                      tasks=tuple(tasks), seeds=seeds, budget=budget, heldout_suite=heldout_suite,
+                      heldout_tasks=tuple(heldout_tasks), heldout_budget=heldout_budget, cache_dir=cache_dir)
+    learner = ConstantLearner(program, cfg, ckpt)
+    if learner.iteration:
+        console.print(f"resuming from {ckpt} at iteration {learner.iteration}")
+    learner.train(progress=progress, on_step=lambda e: console.print(
+        f"iteration {e['iteration']}: fitness of the mean {e['mean_fitness']:+.4f}, best member {e['best_member']:+.4f}"))
+    res = learner.result()
+    out_path.write_text(rule_text(res), encoding="utf-8")
+    table = Table(title=f"{program.name}: learned constants")
+    for col in ("value", "paper default", "learned"):
+        table.add_column(col)
+    for n, a, b in zip(res.names, res.before, res.after):
+        table.add_row(n, f"{a:g}", f"{b:g}")
+    console.print(table)
+    console.print(f"fitness vs tuned AdamW, defaults -> learned: {suite} {res.proxy_fitness[0]:+.4f} -> "
+                  f"{res.proxy_fitness[1]:+.4f}; {heldout_suite} {res.heldout_fitness[0]:+.4f} -> "
+                  f"{res.heldout_fitness[1]:+.4f}")
+    console.print(f"beats the paper defaults on {heldout_suite}: {'yes' if res.beats_defaults_heldout else 'no'}")
+    console.print(f"wrote {out_path}")
+    return res
+
+
+def learn_mlp(out: str, *, tasks: Sequence[str] = ("quadratic", "logreg"), iterations: int = 50, pairs: int = 8,
+              sigma: float = 0.05, meta_lr: float = 0.01, truncation: int = 10, horizon: int = 0,
+              lr: float = 0.01, estimator: str = "pes", seed: int = 0, hidden: int = 16,
+              checkpoint: str | None = None, address: str | None = None, workers: int = 0,
+              console: Console | None = None, progress: bool = True) -> Path:
+    """Meta-train the MLP optimizer by ES; writes weights to ``out`` (``.npz``, no pickle);
+    checkpoint ``<out>.ckpt.npz`` unless given (rerun the same command to resume)."""
+    console = console or Console()
+    _ray(address, workers)
+    cfg = ESConfig(tasks=tuple(tasks), pairs=pairs, sigma=sigma, meta_lr=meta_lr, truncation=truncation,
+                   horizon=horizon, lr=lr, iterations=iterations, estimator=estimator, seed=seed, hidden=hidden)
+    trainer = MetaTrainer(cfg, checkpoint or out + ".ckpt.npz")
+    if trainer.iteration:
+        console.print(f"resuming at iteration {trainer.iteration}")
+    theta = trainer.train(progress=progress)
+    path = save(out, trainer.mlp.cfg, torch.from_numpy(theta),
+                provenance={"lr": lr, "es": {k: (list(v) if isinstance(v, tuple) else v)
+                                             for k, v in vars(cfg).items()},
+                            "last": trainer.history[-1] if trainer.history else None})
+    console.print(f"wrote {path} ({trainer.mlp.cfg.dim} weights, {trainer.iteration} ES iterations)")
+    return path
+
+
+def eval_learned(weights: str, *, suite: str = "proxy", tasks: Sequence[str] = (), seeds: int = 1,
+                 budget: float = 1.0, cache_dir: str | None = None, console: Console | None = None) -> dict:
+    """The learned optimizer's fitness against tuned AdamW, per task and overall."""
+    console = console or Console()
+    cfg, theta, _ = load(weights)
+    res = evaluate_learned(MLPOptimizer(cfg), theta, suite=suite, tasks=list(tasks) or None, seeds=seeds,
+                           budget=budget, cache_dir=cache_dir)
+    table = Table(title=f"learned optimizer {weights} vs tuned AdamW ({suite})")
+    for col in ("task", "log(L_AdamW / L)", "tuned lr"):
+        table.add_column(col)
+    for t, f in res["per_task"].items():
+        table.add_row(t, f"{f:+.4f}", f"{res['tuned_lr'][t]:g}")
+    console.print(table)
+    console.print(f"fitness {res['fitness']:+.4f}")
+    return res
+
+
+def distill_mlp(weights: str, store: str, *, tasks: Sequence[str] = ("quadratic", "logreg"),
+                budget: int = 64, seed: int = 0, record_budget: float = 0.25, fitness_budget: float = 0.5,
+                heldout_tasks: Sequence[str] = ("ho_quadratic",), heldout_budget: float = 0.25,
+                out: str | None = None, cache_dir: str | None = None,
+                console: Console | None = None) -> tuple[DistillResult, dict]:
+    """Record the learned optimizer on ``tasks``, search an imitating rule (store ``store``,
+    resumable), and compare it with the learned optimizer and AdamW on held-out tasks."""
+    from ...evaluators import evaluate
+    console = console or Console()
+    cfg, theta, prov = load(weights)
+    mlp = MLPOptimizer(cfg)
+    rec_path = Path(store).with_suffix(".recording.npz")
+    if not rec_path.exists():
+        record(mlp, theta, tasks, lr=float(prov.get("lr", 0.01)), budget=record_budget).save(rec_path)
+    res = distill(rec_path, store, budget=budget, seed=seed, tasks=tasks, fitness_budget=fitness_budget,
+                  cache_dir=cache_dir)
+    held_rule = evaluate([res.program], tasks=list(heldout_tasks), budget=heldout_budget, cache_dir=cache_dir,
+                         properties=False)[0].fitness
+    held_mlp = evaluate_learned(mlp, theta, tasks=list(heldout_tasks), budget=heldout_budget,
+                                cache_dir=cache_dir)["fitness"]
+    cmp = {"distilled": held_rule, "learned": held_mlp, "adamw": 0.0}
+    console.print(res.program.source())
+    console.print(f"explains {res.explained_variance:.4f} of the learned optimizer's update variance; "
+                  f"task fitness {res.task_fitness:+.4f}")
+    console.print(f"held-out fitness vs tuned AdamW: distilled {held_rule:+.4f}, learned {held_mlp:+.4f}, AdamW +0")
+    if out:
+        from ...discovered.catalog import rule_file_text
+        facts = {"Formula": "see the rule body", "Defaults": ", ".join(
+            f"{n}={v:g}" for n, v in res.program.hyperparameters) or "none", "Origin": "found",
+            "Campaign": res.program.meta["Campaign"],
+            "Validation": (f"explained variance {res.explained_variance:.4f}; held-out fitness distilled "
+                           f"{held_rule:+.4f}, learned {held_mlp:+.4f}, AdamW +0")}
+        Path(out).write_text(rule_file_text(res.program, "A rule distilled from a learned MLP optimizer", facts),
+                             encoding="utf-8")
+        console.print(f"wrote {out}")
+    return res, cmp
