@@ -41,7 +41,11 @@ def math_text(p: Program) -> str:
         for name, value in p.hyperparameters:
             q = _inline(q, name, value)
         rule = simplified(q, seconds=1.0)
-        parts = [f"u = {rule.update}"] + [f"{s}' = {e}" for s, e in rule.states.items()]
+
+        def short(e):  # decimals read better than sympy's exact rationals (1687/4000)
+            return e.xreplace({r: sympy.Float(r, 4) for r in e.atoms(sympy.Rational) if not r.is_Integer})
+
+        parts = [f"u = {short(rule.update)}"] + [f"{s}' = {short(e)}" for s, e in rule.states.items()]
         del sympy
         return "; ".join(parts)
     except Exception:  # noqa: BLE001 - no sympy bridge (yet): show the resolved expressions
@@ -109,8 +113,8 @@ def rich_table(store: Store, k: int = 8):
               expand=True)
     t.add_column("#", no_wrap=True)
     t.add_column("id", no_wrap=True)
-    t.add_column("rule (math)", ratio=1, overflow="fold")
-    for col in ["search fitness", *stages, "states", "found"]:
+    t.add_column("rule (math)", ratio=1, min_width=30, overflow="fold")
+    for col in ["search", *stages, "states", "found"]:
         t.add_column(col, no_wrap=True)
     for rank, r in enumerate(rows(store, k), 1):
         ci = "" if r["ci_low"] is None or r["ci_low"] == r["ci_high"] else \
@@ -119,5 +123,5 @@ def rich_table(store: Store, k: int = 8):
         math = r["math"] if len(r["math"]) <= 160 else r["math"][:157] + "..."
         t.add_row(str(rank), str(r["id"]), math, fit,
                   *[f"{r['stages'][s]:+.3f}" if s in r["stages"] else "" for s in stages],
-                  f"{r['states']} ({r['bytes_per_param']} B/param)", "yes" if r["found"] else "")
+                  f"{r['states']} ({r['bytes_per_param']} B)", "yes" if r["found"] else "")
     return t

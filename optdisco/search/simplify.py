@@ -27,7 +27,8 @@ def _reads(e: Expr) -> set[str]:
 
 
 def remove_dead_code(p: Program) -> Program:
-    """``p`` without statements whose value never reaches the update, and without dead states.
+    """``p`` without statements whose value never reaches the update, without dead states, and
+    without hyperparameters nothing reads.
 
     A state is live when its previous value is read, directly or through other names, by
     something that reaches the update; the others and their assignments are removed.
@@ -46,7 +47,10 @@ def remove_dead_code(p: Program) -> Program:
             break
         live_states = grown
     states = tuple(s for s in p.state_names if s in live_states)
-    return replace(p, state_names=states, body=tuple(reversed(keep)))
+    body = tuple(reversed(keep))
+    read = _reads(p.update).union(*(_reads(s.expr) for s in body))
+    hyper = tuple((n, v) for n, v in p.hyperparameters if n in read)
+    return replace(p, state_names=states, hyperparameters=hyper, body=body)
 
 
 _FOLDABLE = {name for name, b in BUILTINS.items() if b.kind in ("operator", "elementwise")}
