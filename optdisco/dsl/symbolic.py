@@ -31,6 +31,7 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -159,12 +160,19 @@ class _Converter:
         return apply(e.fn, args)
 
 
+#: Opaque stand-ins for built-ins whose sympy form sympy itself cannot always build.
+FALLBACK = {n: sympy.Function(n, real=True) for n in ("gt", "where", "maximum", "minimum", "clip", "relu")}
+
+
 def _ieee(fn: str, args: Sequence[sympy.Expr]) -> sympy.Expr:
     """``fn`` of numbers in float64 as the interpreter computes it (1/0 = oo, sqrt(-1) = nan)."""
     from .interpreter import TORCH_IMPL  # torch is only needed for this corner
 
-    xs = [torch_scalar(float(a)) for a in args]
-    value = float(TORCH_IMPL[fn](None, *xs))
+    import torch
+
+    xs = [torch.tensor(float(a), dtype=torch.float64) for a in args]
+    ctx = SimpleNamespace(dtype=torch.float64)  # all elementwise built-ins need of the context
+    value = float(TORCH_IMPL[fn](ctx, *xs))
     if value != value:
         return sympy.nan
     if math.isinf(value):
@@ -172,9 +180,20 @@ def _ieee(fn: str, args: Sequence[sympy.Expr]) -> sympy.Expr:
     return sympy.Float(value)
 
 
-def torch_scalar(x: float):
-    import torch
-    return torch.tensor(x, dtype=torch.float64)
+def _when_sympy_fails(fn: str, args: Sequence[sympy.Expr], numbers: bool, error: Exception) -> sympy.Expr:
+    if numbers:
+        return _ieee(fn, args)  # compute it as the interpreter does
+    if any(a is sympy.nan for a in args):  # sympy refuses comparisons with nan
+        if fn == "gt":
+            return sympy.Integer(0)  # nan > x and x > nan are false
+        if fn == "where":
+            return args[2] if args[0] is sympy.nan else sympy.nan
+        return sympy.nan  # maximum, minimum, clip, relu propagate nan
+    if fn in FALLBACK:
+        # sympy cannot always build conditions over opaque functions (an internal KeyError
+        # in Piecewise): keep the built-in as an opaque function, evaluated numerically
+        return FALLBACK[fn](*args)
+    raise error
 
 
 def apply(fn: str, args: Sequence[sympy.Expr]) -> sympy.Expr:
@@ -191,14 +210,8 @@ def apply(fn: str, args: Sequence[sympy.Expr]) -> sympy.Expr:
         return sympy.oo * sympy.sign(args[0])
     try:
         out = SYMPY_IMPL[fn](*args)
-    except (TypeError, ValueError):  # a comparison with nan
-        if numeric and elementwise:
-            return _ieee(fn, args)
-        if fn == "gt":
-            return sympy.Integer(0)  # nan > x and x > nan are false
-        if fn == "where":
-            return args[2] if args[0] is sympy.nan else sympy.nan
-        return sympy.nan  # maximum, minimum, clip, relu propagate nan
+    except Exception as error:  # noqa: BLE001 - sympy's own failures, each handled below
+        return _when_sympy_fails(fn, args, numeric and elementwise, error)
     if numeric and elementwise and not (out.is_real and out.is_finite):
         return _ieee(fn, args)
     if elementwise and out.has(sympy.zoo, sympy.I):
@@ -397,6 +410,18 @@ class _NumPyPrinter(NumPyPrinter):
     def _print_Or(self, expr):
         return self._logic("logical_or", expr.args)
 
+    def _print_ITE(self, expr):
+        c, a, b = (self._print(x) for x in expr.args)
+        return f"{self._module_format('numpy.where')}({c}, {a}, {b})"
+
+    def _print_Piecewise(self, expr):
+        # sympy's version runs simplify_logic on each condition, which can crash on
+        # conditions over opaque functions; print them as they are
+        conds = ", ".join(self._print(arg.cond) for arg in expr.args)
+        values = ", ".join(self._print(arg.expr) for arg in expr.args)
+        return (f"{self._module_format('numpy.select')}([{conds}], [{values}], "
+                f"default={self._module_format('numpy.nan')})")
+
 
 def _numpy_builtins(shape: tuple[int, ...]) -> dict[str, Callable]:
     """numpy implementations of the opaque built-ins for a parameter of ``shape``,
@@ -428,6 +453,12 @@ def _numpy_builtins(shape: tuple[int, ...]) -> dict[str, Callable]:
     return {
         # torch.sign(nan) is 0, and the interpreter defines the language
         "sign": lambda x: np.where(np.isnan(x), 0.0, np.sign(x)),
+        # opaque stand-ins (see FALLBACK)
+        "gt": lambda a, b: np.greater(a, b).astype(np.float64),
+        "where": lambda c, a, b: np.where(np.greater(c, 0), a, b),
+        "maximum": np.maximum, "minimum": np.minimum,
+        "clip": lambda x, c: np.minimum(np.maximum(x, -c), c),
+        "relu": lambda x: np.maximum(x, 0.0),
         "norm": lambda x: np.sqrt(np.sum(full(x) ** 2)),
         "rms": lambda x: np.sqrt(np.mean(full(x) ** 2)),
         "mean": lambda x: np.mean(full(x)),
@@ -439,6 +470,20 @@ def _numpy_builtins(shape: tuple[int, ...]) -> dict[str, Callable]:
         "col_mean": lambda x: np.broadcast_to(as_matrix(x).mean(axis=0, keepdims=True),
                                               as_matrix(x).shape).reshape(shape),
     }
+
+
+def _float_range(e: sympy.Expr) -> sympy.Expr:
+    """Exact numbers beyond float64's range become signed infinities, as float64 has them."""
+    big = {r: sympy.oo * sympy.sign(r) for r in e.atoms(sympy.Rational) if abs(r) > sympy.Float(1.7e308)}
+    return e.xreplace(big) if big else e
+
+
+def _real(o) -> np.ndarray:
+    """A float64 array; complex entries (sympy's principal branches) are nan, as in float64."""
+    o = np.asarray(o)
+    if np.iscomplexobj(o):
+        o = np.where(o.imag == 0, o.real, np.nan)
+    return o.astype(np.float64)
 
 
 def evaluate_sympy(p: Program, w, g, states: Sequence, step: float, lr: float,
@@ -465,10 +510,11 @@ def evaluate_sympy(p: Program, w, g, states: Sequence, step: float, lr: float,
     for xi, value in zip(rule.noise, noise):
         values[xi.name] = np.asarray(value, dtype=np.float64)
     args = list(rule.symbols.values())
-    fn = sympy.lambdify(args, rule.outputs(), modules=[_numpy_builtins(shape), "numpy"],
+    outputs = [_float_range(e) for e in rule.outputs()]
+    fn = sympy.lambdify(args, outputs, modules=[_numpy_builtins(shape), "numpy"],
                         printer=_NumPyPrinter({"fully_qualified_modules": False, "inline": True,
                                                "allow_unknown_functions": True}))
     with np.errstate(all="ignore"):
         out = fn(*[values[s.name] for s in args])
-        out = [np.array(np.broadcast_to(np.asarray(o, dtype=np.float64), shape)) for o in out]
+        out = [np.array(np.broadcast_to(_real(o), shape)) for o in out]
     return out[0], out[1:]

@@ -121,8 +121,8 @@ def _near_zero(x: torch.Tensor, scale: torch.Tensor | None = None) -> bool:
 @contextlib.contextmanager
 def watch_singularities():
     """Record whether the interpreter evaluated gt/where/sign at a near-tie, or
-    sqrt/rsqrt/log/div/pow near their singular point 0: there, float rounding legitimately
-    decides the result, so two correct evaluation paths may disagree."""
+    sqrt/rsqrt/log/div/pow near their singular point 0 (there float rounding legitimately
+    decides the result, so two correct evaluation paths may disagree), or made a nan."""
     flags = {"near": False}
     impl = interpreter.TORCH_IMPL
     saved = dict(impl)
@@ -143,6 +143,21 @@ def watch_singularities():
     wrap("div", lambda a, b: _near_zero(b))
     wrap("pow", lambda a, b: _near_zero(a))
     wrap("clip", lambda x, c: _near_zero(c))
+    # and whether some operation made nan from non-nan inputs (a domain error such as
+    # sqrt(-1)): sympy's algebra is valid where values are defined, so once gt/where/sign
+    # mask such a nan the two paths may legitimately differ
+    for name in list(impl):
+        if name in ("randn",):
+            continue
+        inner = impl[name]
+
+        def nan_watch(ctx, *args, _inner=inner):
+            out = _inner(ctx, *args)
+            if not flags["near"] and bool(torch.isnan(out).any()) and not any(
+                    bool(torch.isnan(torch.as_tensor(a)).any()) for a in args):
+                flags["near"] = True
+            return out
+        impl[name] = nan_watch
     try:
         yield flags
     finally:
