@@ -9,11 +9,15 @@ The decision, cheapest first:
 1. symbolic, cheap: dead statements removed, states that cannot reach the update
    dropped, the rest matched by position (or any permutation, up to 3 states), noise
    draws matched by order, hyperparameters replaced by their defaults; then the update
-   and every new state compared by ``expand(a - b) == 0``. All equal: proven equal. An
-   update difference that is a nonzero number: proven different.
-2. numeric: both programs run on the same random trajectories; an update that differs
-   beyond ``rtol`` is a counterexample: proven different.
-3. symbolic, bounded: ``simplify(a - b) == 0`` within a time budget: proven equal.
+   and every new state compared by ``expand(a - b) == 0``. An update difference that is
+   a nonzero number: proven different.
+2. numeric: both programs run on the same random trajectories (the fingerprint's
+   problems and ``trials`` more); an update that differs beyond ``rtol`` is a
+   counterexample: proven different, even when step 1 found a proof, since sympy's
+   algebra is exact and float64's is not (``sqrt(g)**2`` is ``g`` to sympy, nan for g < 0).
+   Otherwise a proof from step 1 stands: proven equal.
+3. symbolic, bounded: ``simplify(a - b) == 0`` (and a case analysis of max/min/abs)
+   within a time budget: proven equal.
 4. otherwise equal on every trial but not proven.
 """
 
@@ -217,6 +221,7 @@ def equivalent(a: Program, b: Program, *, seconds: float = 2.0, trials: int = 8,
     ``seconds`` bounds each sympy simplification.
     """
     a, b = eliminate_dead_code(a), eliminate_dead_code(b)
+    verdict, why = None, "sympy could not decide"
     try:
         ca, cb = _canonical(a), _canonical(b)
     except Exception as e:  # noqa: BLE001 - a sympy failure must not stop a numeric verdict
@@ -224,11 +229,18 @@ def equivalent(a: Program, b: Program, *, seconds: float = 2.0, trials: int = 8,
         why = f"no sympy form ({type(e).__name__})"
     if ca is not None:
         verdict, why = _symbolic(ca, cb, seconds, full=False)
-        if verdict is not None:
-            return Equivalence(verdict, "symbolic", True, why)
+        if verdict is False:
+            return Equivalence(False, "symbolic", True, why)
+    # numbers run even after a symbolic proof: sympy's algebra holds in exact (complex)
+    # arithmetic, so sqrt(g)**2 "is" g, while float64 gives nan for g < 0
     cex = counterexample(a, b, trials=trials, steps=steps, rtol=rtol)
     if cex is not None:
+        if verdict:
+            cex += ("; sympy proves them equal in exact arithmetic, so the difference is "
+                    "floating point (a domain error, overflow or rounding)")
         return Equivalence(False, "numeric", True, cex)
+    if verdict:
+        return Equivalence(True, "symbolic", True, why)
     if ca is not None:
         verdict, why = _symbolic(ca, cb, seconds, full=True)
         if verdict:

@@ -57,6 +57,12 @@ def test_constant_difference_is_proven_symbolically():
     assert not v.equal and v.method == "symbolic" and v.proven
 
 
+def test_float_semantics_beat_an_exact_proof():
+    # sympy: sqrt(g)**2 == g; float64: nan for g < 0
+    v = equivalent(rule("return sqrt(g) ** 2.0"), rule("return g"))
+    assert not v.equal and v.method == "numeric" and v.proven and "exact arithmetic" in v.detail
+
+
 def test_numeric_counterexample():
     v = equivalent(rule("return sign(g)"), rule("return tanh(g)"))
     assert not v.equal and v.method == "numeric" and v.proven and "counterexample" in v.detail
