@@ -91,24 +91,26 @@ def _canonical(p: Program) -> _Canonical:
 
 
 def _zero(d: sympy.Expr, seconds: float, full: bool) -> bool | None:
-    """True if ``d`` is identically 0, False if it is a nonzero number, None if unknown."""
+    """True if ``d`` is identically 0, False if it is a nonzero number, None if unknown.
+
+    Each sympy step runs under its own ``seconds`` budget."""
     if d == 0:
         return True
     try:
         with time_limit(seconds):
             e = sympy.expand(sympy.piecewise_fold(d))
+        if e == 0:
+            return True
+        if full:
+            e = simplify_bounded(e, seconds)
             if e == 0:
                 return True
-            if full:
-                e = simplify_bounded(e, seconds)
-                if e == 0:
+            if e.has(sympy.Max, sympy.Min, sympy.Abs, sympy.sign):
+                # case analysis decides max/min/abs identities that simplify leaves alone
+                with time_limit(seconds):
+                    cases = sympy.simplify(sympy.piecewise_fold(e.rewrite(sympy.Piecewise)), ratio=1.0)
+                if cases == 0:
                     return True
-                if e.has(sympy.Max, sympy.Min, sympy.Abs, sympy.sign):
-                    # case analysis decides max/min/abs identities that simplify leaves alone
-                    cases = sympy.simplify(sympy.piecewise_fold(
-                        e.rewrite(sympy.Piecewise)), ratio=1.0)
-                    if cases == 0:
-                        return True
     except Timeout:
         return None
     except Exception:  # noqa: BLE001 - sympy cannot decide this one; let numbers decide

@@ -166,12 +166,12 @@ FALLBACK = {n: sympy.Function(n, real=True) for n in ("gt", "where", "maximum", 
 
 def _ieee(fn: str, args: Sequence[sympy.Expr]) -> sympy.Expr:
     """``fn`` of numbers in float64 as the interpreter computes it (1/0 = oo, sqrt(-1) = nan)."""
-    from .interpreter import TORCH_IMPL  # torch is only needed for this corner
-
     import torch
 
+    from .interpreter import TORCH_IMPL  # the interpreter defines the language's numbers
+
     xs = [torch.tensor(float(a), dtype=torch.float64) for a in args]
-    ctx = SimpleNamespace(dtype=torch.float64)  # all elementwise built-ins need of the context
+    ctx = SimpleNamespace(dtype=torch.float64)  # the only context elementwise built-ins read
     value = float(TORCH_IMPL[fn](ctx, *xs))
     if value != value:
         return sympy.nan
