@@ -76,3 +76,15 @@ def test_meta_training_on_ray_equals_in_process(ray_session):
     remote = MetaTrainer(ESConfig(**dict(CFG, iterations=2)))
     remote.train(progress=False)
     np.testing.assert_allclose(remote.theta, local.theta, rtol=1e-6, atol=1e-9)
+
+
+def test_constant_candidates_on_ray_score_as_in_process(ray_session, tmp_path):
+    import optdisco
+    from optdisco.search.fitness import evaluate_batch
+    from optdisco.search.learned.constants import evaluate_sources
+    sources = [optdisco.catalog.get(n).source() for n in ("sgd", "signum")]
+    settings = {"tasks": ["quadratic"], "budget": 0.05, "seeds": 1, "cache_dir": str(tmp_path)}
+    remote = evaluate_sources(sources, settings)  # one Ray task per rule
+    local = [evaluate_batch([s], settings, "proxy")[0] for s in sources]
+    assert [r["fitness"] for r in remote] == [r["fitness"] for r in local]
+    assert remote[0]["worker"] != local[0]["worker"]  # really ran in a Ray worker process
