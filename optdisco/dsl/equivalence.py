@@ -30,7 +30,7 @@ import numpy as np
 import sympy
 import torch
 
-from .fingerprint import STEPS, eliminate_dead_code, single_threaded
+from .fingerprint import STEP_VALUES, STEPS, eliminate_dead_code, single_threaded
 from .fingerprint import updates as fingerprint_updates
 from .interpreter import run
 from .ir import Program
@@ -201,7 +201,7 @@ def counterexample(a: Program, b: Program, *, trials: int = 8, steps: int = 6,
         where = _mismatch(torch.from_numpy(u), torch.from_numpy(v), rtol)
         if where is not None:
             return (f"counterexample: fingerprint problem {t // STEPS} (shape {u.shape[1:]}, batch "
-                    f"entry first), step {t % STEPS + 1}, update {where}")
+                    f"entry first), step {STEP_VALUES[t % STEPS]}, update {where}")
     for seed in range(trials):
         with single_threaded():
             pairs = list(zip(_updates(a, seed, steps), _updates(b, seed, steps)))

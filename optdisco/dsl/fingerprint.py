@@ -5,7 +5,8 @@ hashes the updates it produces, rounded so that algebraically equal forms (``x +
 ``2 * x``, commuted operands, renamed names, dead statements) agree while any real
 difference, including a different hyperparameter default, shows.
 
-Each problem is a short trajectory from zero states, ``w <- w - lr * u``, with fixed
+Each problem is a short trajectory from zero states, ``w <- w - lr * u``, at steps
+1, 2, 3, 4, 5, 20, 200 and 5000 (states carried across the jumps), with fixed
 gradients ``g_t = G_t + K * w`` (per-element scales of G from 1e-3 to 10, one exact zero;
 K = 0 in half the problems, so that whole-tensor conditions such as a cosine against a
 threshold take both values). Shapes: a 3x2 matrix (the matrix built-ins' tall case; few
@@ -35,7 +36,10 @@ from .ir import Call, Expr, Name, Program
 
 #: Version of the recipe; bump it when anything below changes (cached hashes go stale).
 VERSION = 1
-STEPS = 5
+#: The step counts of the updates hashed: five consecutive steps, then jumps (the states
+#: carried on) so that rules that change behaviour late (warmups, step thresholds) differ.
+STEP_VALUES = (1, 2, 3, 4, 5, 20, 200, 5000)
+STEPS = len(STEP_VALUES)
 LEARNING_RATES = (1e-3, 0.05, 0.7)
 SHAPES = ((3, 2), (100,))
 #: Independent random problems per shape, batched with the learning rates.
@@ -121,7 +125,7 @@ def single_threaded() -> Iterator[None]:
 
 
 def updates(p: Program) -> list[np.ndarray]:
-    """The updates ``u_1..u_STEPS`` of ``p`` on each fingerprint problem, as float64 arrays
+    """The updates at STEP_VALUES of ``p`` on each fingerprint problem, as float64 arrays
     of shape ``(INSTANCES * len(LEARNING_RATES), *shape)`` (the raw values the fingerprint rounds)."""
     with single_threaded():
         return _updates(eliminate_dead_code(p))
@@ -133,8 +137,8 @@ def _updates(p: Program) -> list[np.ndarray]:
         gen = torch.Generator().manual_seed(_SEED)
         w = prob["w"]
         states = [torch.zeros_like(w) for _ in p.state_names]
-        for t in range(1, STEPS + 1):
-            g = prob["grads"][t - 1] + prob["curvature"] * w  # a noisy quadratic: g depends on w
+        for k, t in enumerate(STEP_VALUES):
+            g = prob["grads"][k] + prob["curvature"] * w  # a noisy quadratic: g depends on w
             u, states = run(p, w, g, states, step=float(t), lr=prob["lr"],
                             batch_dims=1, generator=gen)
             out.append(u.numpy())

@@ -79,6 +79,13 @@ def test_hash_depends_on_step_and_lr():
     assert fp("def r(w, g):\n    return g * (1.0 + 1e-3 * lr)\n") != base
 
 
+def test_late_behaviour_changes_count():
+    # a warmup that ends at step 100 and a threshold at step 1000 are different rules
+    plain = fp("def r(w, g):\n    return g\n")
+    assert fp("def r(w, g):\n    return g * minimum(1.0, step / 100.0)\n") != plain
+    assert fp("def r(w, g):\n    return where(step - 1000.0, 2.0 * g, g)\n") != plain
+
+
 def test_noise_is_fixed():
     noisy = "def r(w, g):\n    return g + 0.1 * randn()\n"
     assert fp(noisy) == fp(noisy) and fp(noisy) != fp("def r(w, g):\n    return g\n")
