@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..dsl import parse
 from .leaderboard import math_text
+from .simplify import tidy
 from .store import Store
 
 
@@ -26,7 +27,7 @@ def found_rules(db: str | Path) -> list[dict]:
         out = []
         for pid in found:
             row = store.program(pid)
-            p = parse(simplified.get(pid, row.source))
+            p = parse(simplified[pid]) if pid in simplified else tidy(parse(row.source))
             name = f"found_{Path(db).stem.replace('-', '_')}_{pid}"
             p = replace(p, name=name, docstring=None)
             facts = {

@@ -81,8 +81,12 @@ def rows(store: Store, k: int = 10) -> list[dict[str, Any]]:
         if row.fingerprint in seen:
             continue
         seen.add(row.fingerprint)
-        source = simplified[pid]["source"] if pid in simplified else row.source
-        p = parse(source)
+        if pid in simplified:
+            p = parse(simplified[pid]["source"])
+        else:  # behaviour-preserving clean-up only (dead code, dead states, constants)
+            from .simplify import fold_constants, remove_dead_code
+            p = remove_dead_code(fold_constants(remove_dead_code(parse(row.source))))
+        source = p.source()
         evs = store.evaluations(pid, "search") or store.evaluations(pid)
         ev = evs[0] if evs else {}
         out.append({"id": pid, "source": source, "math": math_text(p),
