@@ -66,11 +66,19 @@ class Progress:
     started: float = field(default_factory=time.monotonic)
     done_at_start: int = 0
 
+    trained_at_start: int = -1
+
     @property
     def rate(self) -> float:
-        """Results per second in this session (resumed work excluded)."""
+        """Results (cache hits included) per second in this session (resumed work excluded)."""
         dt = time.monotonic() - self.started
         return (self.done - self.done_at_start) / dt if dt > 0 else 0.0
+
+    @property
+    def train_rate(self) -> float:
+        """Trained evaluations per second in this session."""
+        dt = time.monotonic() - self.started
+        return (self.trained - max(self.trained_at_start, 0)) / dt if dt > 0 else 0.0
 
     @property
     def hit_rate(self) -> float:
@@ -143,6 +151,8 @@ class Campaign:
         c = self.store.counts()
         pr = self.progress
         pr.done, pr.hits, pr.failed, pr.trained = c["done"], c["hits"], c["failed"], c["trained"]
+        if pr.trained_at_start < 0:
+            pr.trained_at_start = pr.trained
         row = self.store.db.execute(
             "SELECT id, source, fitness FROM programs WHERE phase = 'search' AND seq IS NOT NULL "
             "ORDER BY fitness DESC, seq LIMIT 1").fetchone()

@@ -67,7 +67,7 @@ def _progress_view(p: Progress) -> Panel:
     lines = Text()
     lines.append(f"{p.phase}: ", style="bold")
     lines.append(f"{p.done}/{p.budget} candidates  ")
-    lines.append(f"{p.rate:.2f} evals/s  ")
+    lines.append(f"{p.rate:.2f} evals/s ({p.train_rate:.2f} trained/s)  ")
     lines.append(f"cache hit rate {100 * p.hit_rate:.0f}%  ")
     lines.append(f"trained {p.trained}  failed {p.failed}\n")
     if p.best_id is not None:
