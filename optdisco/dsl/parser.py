@@ -82,10 +82,12 @@ def parse(text: str) -> Program:
     """Parse rule text into a Program; raise :class:`DSLError` on anything outside the language."""
     if not isinstance(text, str):
         raise TypeError(f"rule text must be a str, not {type(text).__name__}")
+    if text.startswith("\ufeff"):  # a byte-order mark from a file saved by some editors
+        text = text[1:]
     try:
         return _Parser(text).program()
-    except DSLError:
-        raise
+    except DSLError as e:
+        raise _in_original_columns(e, text) from None
     except RecursionError:
         raise DSLError("the rule is nested too deeply", 1, 1,
                        hint=f"split long expressions into statements (at most {MAX_DEPTH} levels)") from None
@@ -100,6 +102,18 @@ def _text_position(text: str, default: tuple[int, int] = (1, 1)) -> tuple[int, i
         return default
     line = text.count("\n", 0, i) + 1
     return line, i - (text.rfind("\n", 0, i) + 1) + 1
+
+
+def _in_original_columns(e: DSLError, text: str) -> DSLError:
+    """``e`` with its column counted in ``text`` rather than in the dedented text parsed."""
+    dedented = _dedent(text)
+    if dedented == text or e.line is None or e.col is None:
+        return e
+    original, parsed = text.splitlines(), dedented.splitlines()
+    if e.line > min(len(original), len(parsed)):
+        return e
+    shift = len(original[e.line - 1]) - len(parsed[e.line - 1])
+    return DSLError(e.message, e.line, e.col + shift, e.hint) if shift > 0 else e
 
 
 def _pos(node: ast.AST) -> tuple[int | None, int | None]:

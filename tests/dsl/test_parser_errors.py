@@ -131,3 +131,14 @@ def test_non_string_input_is_a_type_error():
 def test_indented_text_is_accepted():
     p = parse("    def r(w, g):\n        return g\n")
     assert p.name == "r"
+
+
+def test_columns_of_indented_text_count_the_indentation():
+    # a rule pasted from a class body is dedented to parse, but columns refer to the text given
+    with pytest.raises(DSLError) as info:
+        parse("    def r(w, g):\n        return sgn(g)\n")
+    assert (info.value.line, info.value.col) == (2, 16)
+
+
+def test_byte_order_mark_is_accepted():
+    assert parse("\ufeffdef r(w, g):\n    return g\n").name == "r"
