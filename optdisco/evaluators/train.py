@@ -28,9 +28,10 @@ from typing import Sequence
 
 import torch
 
-from ..dsl import Program, run as run_rule
+from ..dsl import Program
 from ..dsl.builtins import BUILTINS, kind_of
 from ..dsl.ir import Call
+from .tape import make_step
 from .tasks import Task
 
 EXPLODE = 100.0
@@ -128,6 +129,8 @@ def train(task: Task, programs: Sequence[Program], runs: Sequence[Run], *, steps
     states = {k: [torch.zeros(e - s, flat.shape[1], dtype=dtype) for _ in programs[k].state_names]
               for k, s, e in groups}
     per_tensor = {k: needs_per_tensor(programs[k]) for k, _, _ in groups}
+    steppers = {k: make_step(programs[k]) for k, _, _ in groups}
+    group_alive = {k: True for k, _, _ in groups}  # python mirror of alive[s:e].any(), refreshed on kills
     noise_gen = {k: torch.Generator().manual_seed(1000 + k + 7919 * rows[s].seed) for k, s, e in groups}
     prog_time = {k: 0.0 for k, _, _ in groups}
 
@@ -148,6 +151,7 @@ def train(task: Task, programs: Sequence[Program], runs: Sequence[Run], *, steps
         for k, s, e in groups:
             for st in states[k]:
                 st.masked_fill_(~alive[s:e].unsqueeze(1), 0.0)
+            group_alive[k] = bool(alive[s:e].any())
 
     for t in range(1, steps + 1):
         if not bool(alive.any()):
@@ -173,34 +177,36 @@ def train(task: Task, programs: Sequence[Program], runs: Sequence[Run], *, steps
         last_train = torch.where(alive, ld, last_train)
         steps_done += alive.long()
         shared = time.perf_counter() - t0
-        n_live_groups = max(1, sum(bool(alive[s:e].any()) for _, s, e in groups))
+        n_live_groups = max(1, sum(group_alive.values()))
 
         new_rows = []
         for k, s, e in groups:
-            if not bool(alive[s:e].any()):
+            if not group_alive[k]:
                 new_rows.append(flat[s:e])
                 continue
             t1 = time.perf_counter()
             lr_t = lrs[s:e] * factor
             try:
                 with torch.no_grad():
-                    u, new_states = _apply(programs[k], flat[s:e], g[s:e], states[k], t, lr_t,
+                    u, new_states = _apply(steppers[k], flat[s:e], g[s:e], states[k], t, lr_t,
                                            layout, per_tensor[k], noise_gen[k])
                 step_rows = flat[s:e] - lr_t * u
                 states[k] = new_states
             except Exception as err:  # a rule's own failure must never stop the others
                 alive[s:e] = False
+                group_alive[k] = False
                 for i in range(s, e):
                     failure[i] = failure[i] or f"rule error at step {t}: {_short(err)}"
                 step_rows = init_flat[s:e]
                 states[k] = [torch.zeros_like(st) for st in states[k]]
             new_rows.append(step_rows)
             prog_time[k] += time.perf_counter() - t1 + shared / n_live_groups
-            if time_limit is not None and prog_time[k] > time_limit and bool(alive[s:e].any()):
+            if time_limit is not None and prog_time[k] > time_limit and group_alive[k]:
                 for i in range(s, e):
                     if alive[i]:
                         failure[i] = f"time limit of {time_limit:g}s exceeded at step {t}"
                 alive[s:e] = False
+                group_alive[k] = False
         flat = torch.cat(new_rows).detach()
         nonfinite = ~torch.isfinite(flat).all(dim=1)
         if bool((nonfinite & alive).any()):
@@ -225,18 +231,18 @@ def train(task: Task, programs: Sequence[Program], runs: Sequence[Run], *, steps
     return results  # type: ignore[return-value]
 
 
-def _apply(program: Program, w: torch.Tensor, g: torch.Tensor, states: list[torch.Tensor], t: int,
+def _apply(step_fn, w: torch.Tensor, g: torch.Tensor, states: list[torch.Tensor], t: int,
            lr: torch.Tensor, layout, per_tensor: bool, gen: torch.Generator):
     """The rule's update and new states for rows of the flat buffer."""
     if not per_tensor:
-        return run_rule(program, w, g, states, step=float(t), lr=lr, batch_dims=1, generator=gen)
+        return step_fn(w, g, states, step=float(t), lr=lr, batch_dims=1, generator=gen)
     n = w.shape[0]
     us, new = [], [[] for _ in states]
     for o, size, shape in layout:
         sl = slice(o, o + size)
         view = lambda x: x[:, sl].reshape(n, *shape)  # noqa: E731
         lr_b = lr.view(n, *([1] * len(shape)))
-        u, ns = run_rule(program, view(w), view(g), [view(st) for st in states], step=float(t),
+        u, ns = step_fn(view(w), view(g), [view(st) for st in states], step=float(t),
                          lr=lr_b, batch_dims=1, generator=gen)
         us.append(u.reshape(n, size))
         for j, s in enumerate(ns):

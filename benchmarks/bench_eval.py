@@ -1,0 +1,109 @@
+"""Candidate evaluations per second on the digits MLP: batched against one at a time.
+
+A candidate evaluation here is one rule trained on ``digits_mlp`` at each of the 5
+learning rates of the default grid for the task's default steps (the first stage of LR
+tuning). 32 candidates (the catalog's rules, which are 32 different programs) are
+evaluated three ways with the same trainer and the same seeds:
+
+* unbatched: every (rule, learning rate) run on its own, as a plain training loop would;
+* per candidate: one call per rule, its 5 learning rates batched;
+* batched: all 32 x 5 runs as one batched computation.
+
+It checks that the three give the same final losses, then prints the rates. With
+``--rank`` it also ranks the catalog rules by fitness on the proxy and held-out suites
+(CPU sizes) and prints Spearman's rank correlation. Run: python benchmarks/bench_eval.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+
+import numpy as np
+import torch
+
+from optdisco import catalog
+from optdisco.evaluators import DEFAULT_LR_GRID, Run, evaluate, get_task, train
+
+
+def candidates(n: int = 32):
+    progs = [catalog.get(name) for name in catalog.names()]
+    return progs[:n]
+
+
+def same(a: float, b: float) -> bool:
+    return (math.isinf(a) and math.isinf(b)) or math.isclose(a, b, rel_tol=1e-4, abs_tol=1e-6)
+
+
+def throughput(threads: int) -> float:
+    torch.set_num_threads(threads)
+    task = get_task("digits_mlp")
+    progs = candidates()
+    runs = [Run(k, lr, 0) for k in range(len(progs)) for lr in DEFAULT_LR_GRID]
+    train(task, progs[:2], runs[:2], steps=3)  # warm up data and code paths
+
+    t = time.perf_counter()
+    batched = train(task, progs, runs, keep_params=False)
+    t_batched = time.perf_counter() - t
+
+    t = time.perf_counter()
+    per_cand = []
+    for k in range(len(progs)):
+        per_cand += train(task, progs, [r for r in runs if r.program == k], keep_params=False)
+    t_per_cand = time.perf_counter() - t
+
+    t = time.perf_counter()
+    alone = [train(task, progs, [r], keep_params=False)[0] for r in runs]
+    t_alone = time.perf_counter() - t
+
+    mismatches = [(progs[r.program].name, r.lr, a.loss, b.loss) for r, a, b in zip(runs, alone, batched)
+                  if not same(a.loss, b.loss)]
+    mismatches += [(progs[r.program].name, r.lr, a.loss, b.loss) for r, a, b in zip(runs, per_cand, batched)
+                   if not same(a.loss, b.loss)]
+    n = len(progs)
+    failed = sum(r.failure is not None for r in batched)
+    print(f"digits_mlp, {n} candidates x {len(DEFAULT_LR_GRID)} learning rates, {task.steps} steps, "
+          f"{threads} thread(s); {failed} of {len(runs)} runs diverged or failed (same in every mode)")
+    print(f"unbatched (each run alone):          {n / t_alone:7.2f} candidate-evaluations/s ({t_alone:.1f}s)")
+    print(f"per candidate (its LRs batched):     {n / t_per_cand:7.2f} candidate-evaluations/s ({t_per_cand:.1f}s)")
+    print(f"batched (all {len(runs)} runs at once):      {n / t_batched:7.2f} candidate-evaluations/s ({t_batched:.1f}s)")
+    print(f"same losses in all three modes: {'yes' if not mismatches else 'NO'}"
+          + (f" ({len(mismatches)} differ, e.g. {mismatches[0]})" if mismatches else ""))
+    print(f"batched vs per-candidate calls: {t_per_cand / t_batched:.2f}x")
+    return t_alone / t_batched
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def rank_correlation(names: list[str], budget: float) -> None:
+    progs = [catalog.get(n) for n in names]
+    t = time.perf_counter()
+    proxy = evaluate(progs, suite="proxy", budget=budget, properties=False)
+    held = evaluate(progs, suite="heldout", budget=budget, properties=False)
+    print(f"rank correlation of {len(names)} catalog rules, proxy vs held-out (budget {budget:g}, "
+          f"{time.perf_counter() - t:.0f}s):")
+    for n, p, h in sorted(zip(names, proxy, held), key=lambda x: -x[1].fitness):
+        print(f"  {n:14s} proxy {p.fitness:+7.3f}  held-out {h.fitness:+7.3f}")
+    print(f"spearman rho: {spearman([e.fitness for e in proxy], [e.fitness for e in held]):.3f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rank", nargs="*", metavar="RULE", default=None,
+                    help="also rank these catalog rules (default set if none given) on both suites")
+    ap.add_argument("--rank-budget", type=float, default=1.0)
+    args = ap.parse_args()
+    if args.rank is not None:
+        rank_correlation(args.rank or ["sgd", "momentum", "nesterov", "adam", "adamw", "nadamw", "lion",
+                                       "signum", "adabelief", "rmsprop", "adagrad", "lamb"], args.rank_budget)
+    speedup = throughput(args.threads)
+    print(f"batched speedup: {speedup:.1f}")
+
+
+if __name__ == "__main__":
+    main()
