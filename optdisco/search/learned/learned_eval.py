@@ -35,7 +35,6 @@ def evaluate_learned(mlp: MLPOptimizer, theta: torch.Tensor, *, suite: str = "pr
                      tasks: Sequence[str] | None = None, seeds: int = 1, budget: float = 1.0,
                      grid: Sequence[float] = DEFAULT_LR_GRID, cache_dir: str | None = None) -> dict:
     """``{"fitness", "per_task", "tuned_lr", "losses"}`` of the learned optimizer (see the module doc)."""
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     names = list(tasks) if tasks else suite_tasks(suite)
     per_task, tuned, losses = {}, {}, {}
     for name in names:

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .features import ADAM_FEATURE, FEATURE_NAMES, N_FEATURES, FeatureState, update_and_features
+from .features import ADAM_FEATURE, FEATURE_NAMES, FeatureState, update_and_features
 
 #: Magnitude scale: u = d * exp(EXP_MULT * a) (learned_optimization uses 1e-3 on larger outputs).
 EXP_MULT = 0.1
