@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+import torch
+
 from ..dsl import Program
 from . import cache
 from .baseline import baseline_program
@@ -64,7 +66,8 @@ def baseline_entry(task: Task, *, steps: int, seeds: Sequence[int], rule: "str |
     rate and added; a miss tunes from scratch and stores the entry.
     """
     prog = baseline_program(rule)
-    path = cache.entry_path(cache.cache_root(cache_dir), task, prog, steps, grid, refine, scale)
+    where = scale if task.device == "cpu" else f"{scale}-{torch.device(task.device).type}"
+    path = cache.entry_path(cache.cache_root(cache_dir), task, prog, steps, grid, refine, where)
     entry = cache.load(path)
     if entry is None:
         (tuned,) = tune(task, [prog], seeds=list(seeds), steps=steps, grid=grid, refine=refine)
@@ -86,12 +89,12 @@ def evaluate(programs: Sequence[Program], *, suite: str = "proxy", tasks: Sequen
              seeds: int = 1, budget: float = 1.0, lr_grid: Sequence[float] = DEFAULT_LR_GRID,
              time_limit: float | None = None, cache_dir: "str | Path | None" = None,
              baseline: "str | Program" = "adamw", scale: str = "cpu", refine: float | None = REFINE,
-             properties: bool = True, curves: bool = True) -> list[Evaluation]:
+             properties: bool = True, curves: bool = True, device: str = "cpu") -> list[Evaluation]:
     """Evaluate each program on the tasks of ``suite`` (or ``tasks``) against the tuned baseline.
 
     ``seeds`` seeds 0..seeds-1; ``budget`` scales each task's default steps; ``time_limit``
     is seconds per program for the whole evaluation (a program over it fails the remaining
-    tasks). All programs train together, batched. Returns one :class:`Evaluation` per program.
+    tasks). All programs train together, batched, on ``device``. Returns one :class:`Evaluation` per program.
     """
     t_start = time.perf_counter()
     names = list(tasks) if tasks else suite_tasks(suite)
@@ -104,7 +107,7 @@ def evaluate(programs: Sequence[Program], *, suite: str = "proxy", tasks: Sequen
     spent = [0.0] * K
 
     for name in names:
-        task = get_task(name, scale)
+        task = get_task(name, scale, device)
         steps = steps_for(task, budget)
         entry = baseline_entry(task, steps=steps, seeds=seed_list, rule=baseline, grid=lr_grid,
                                refine=refine, scale=scale, cache_dir=cache_dir, properties=properties)

@@ -27,24 +27,26 @@ def solution_properties(task: Task, flats: Sequence[torch.Tensor], seeds: Sequen
     """Properties (see module doc) of each flat parameter vector, batched; ``seeds`` pick the minibatch."""
     if not flats:
         return []
-    flat = torch.stack(list(flats)).float()
+    flat = torch.stack(list(flats)).float().to(task.device)
     P = flat.shape[0]
     layout = _layout(task)
     params = _unflatten(flat, layout)
     out = [dict() for _ in range(P)]
     norms = flat.norm(dim=1)
-    near = torch.zeros(P)
+    near = torch.zeros(P, device=flat.device)
     ranks: list[list[float]] = [[] for _ in range(P)]
+    norms = norms.cpu()
     for p, (_, _, shape) in zip(params, layout):
         rms = p.reshape(P, -1).square().mean(1).sqrt().clamp_min(1e-30)
         near += (p.reshape(P, -1).abs() < 0.01 * rms.unsqueeze(1)).float().sum(1)
         if len(shape) >= 2:
             s = torch.linalg.svdvals(p.reshape(P, shape[0], -1))
             q = s / s.sum(-1, keepdim=True).clamp_min(1e-30)
-            ent = -(q * q.clamp_min(1e-30).log()).sum(-1)
+            ent = -(q * q.clamp_min(1e-30).log()).sum(-1).cpu()
             for i in range(P):
                 ranks[i].append(float(ent[i].exp()))
     sharp = _sharpness(task, flat, layout, seeds)
+    near = near.cpu()
     for i in range(P):
         out[i] = {"weight_norm": float(norms[i]), "frac_near_zero": float(near[i] / flat.shape[1]),
                   "effective_rank": sum(ranks[i]) / len(ranks[i]) if ranks[i] else math.nan,
@@ -54,16 +56,16 @@ def solution_properties(task: Task, flats: Sequence[torch.Tensor], seeds: Sequen
 
 def _sharpness(task: Task, flat: torch.Tensor, layout, seeds: Sequence[int]) -> torch.Tensor:
     try:
-        batch = torch.stack([task.sample(seed_generator(task, s, "data"), 1)[0] for s in seeds])
+        batch = torch.stack([task.sample(seed_generator(task, s, "data"), 1)[0] for s in seeds]).to(flat.device)
         x = flat.detach().requires_grad_(True)
         (g,) = torch.autograd.grad(task.train_loss(_unflatten(x, layout), batch).sum(), x, create_graph=True)
-        v = torch.randn(flat.shape, generator=torch.Generator().manual_seed(0))
+        v = torch.randn(flat.shape, generator=torch.Generator().manual_seed(0)).to(flat.device)
         v = v / v.norm(dim=1, keepdim=True)
-        lam = torch.zeros(flat.shape[0])
+        lam = torch.zeros(flat.shape[0], device=flat.device)
         for _ in range(POWER_STEPS):
             (hv,) = torch.autograd.grad(g, x, grad_outputs=v, retain_graph=True)
             lam = (hv * v).sum(1)
             v = hv / hv.norm(dim=1, keepdim=True).clamp_min(1e-30)
-        return lam.detach()
+        return lam.detach().cpu()
     except RuntimeError:  # a model without second derivatives: report unknown, never fail
         return torch.full((flat.shape[0],), math.nan)

@@ -42,6 +42,19 @@ class Task:
     suite: str = "proxy"
     version: int = 1            # bump when data, model or sizes change (invalidates caches)
     examples_per_step: int = 0  # data per update (for data-equivalent speedups); batch_size if 0
+    device: str = "cpu"         # where data live and training runs (init and sampling stay on CPU)
+
+    def on_device(self, x):
+        """``x`` (a tensor or a Split) on the task's device, cached per object."""
+        if self.device == "cpu":
+            return x
+        cache = self.__dict__.setdefault("_device_cache", {})
+        if id(x) not in cache:
+            if isinstance(x, D.Split):
+                cache[id(x)] = (x, D.Split(*(t.to(self.device) for t in (x.x_train, x.y_train, x.x_val, x.y_val))))
+            else:
+                cache[id(x)] = (x, x.to(self.device))
+        return cache[id(x)][1]
 
     @property
     def n_params(self) -> int:
@@ -98,8 +111,8 @@ class NoisyQuadratic(Task):
         return self.noise * torch.randn(steps, self.dim, generator=gen)
 
     def _f(self, w, shift=0.0):
-        d = w - self.w_star - shift
-        return 0.5 * ((d @ self.A) * d).sum(-1)
+        d = w - self.on_device(self.w_star) - shift
+        return 0.5 * ((d @ self.on_device(self.A)) * d).sum(-1)
 
     def train_loss(self, params, batch):
         return self._f(params[0], batch)
@@ -195,11 +208,11 @@ class Supervised(Task):
         return mse(out.squeeze(-1), y)
 
     def train_loss(self, params, batch):
-        d = self.dataset()
+        d = self.on_device(self.dataset())
         return self._loss(params, d.x_train[batch], d.y_train[batch])
 
     def val_loss(self, params):
-        d = self.dataset()
+        d = self.on_device(self.dataset())
         return self._loss(params, d.x_val, d.y_val)
 
 
@@ -319,7 +332,7 @@ class CharLM(Task):
         tokens, targets = windows[..., :-1], windows[..., 1:]
         if tokens.dim() == 2:
             tokens = tokens.expand(P, *tokens.shape)
-        emb = params[0][torch.arange(P).view(P, 1, 1), tokens]  # (P, N, T, d)
+        emb = params[0][torch.arange(P, device=tokens.device).view(P, 1, 1), tokens]  # (P, N, T, d)
         h = emb + params[1].unsqueeze(1)
         i = 2
         for _ in range(self.layers):
@@ -331,7 +344,8 @@ class CharLM(Task):
         return cross_entropy(logits, targets)
 
     def _windows(self, ids, starts):
-        return ids[starts.unsqueeze(-1) + torch.arange(self.context + 1)]
+        ids = self.on_device(ids)
+        return ids[starts.to(ids.device).unsqueeze(-1) + torch.arange(self.context + 1, device=ids.device)]
 
     def train_loss(self, params, batch):
         train, _, _ = D.text()
@@ -359,19 +373,23 @@ def register(name: str, suite: str) -> Callable:
     return wrap
 
 
-_BUILT: dict[tuple[str, str], Task] = {}
+_BUILT: dict[tuple[str, str, str], Task] = {}
 
 
-def get_task(name: str, scale: str = "cpu") -> Task:
-    """The task called ``name`` at ``scale`` ("cpu" or "gpu"); raises KeyError with the valid names."""
+def get_task(name: str, scale: str = "cpu", device: str = "cpu") -> Task:
+    """The task called ``name`` at ``scale`` ("cpu" or "gpu"), training on ``device``.
+
+    Raises KeyError with the valid names for an unknown task.
+    """
     if name not in FACTORIES:
         raise KeyError(f"unknown task '{name}'; tasks: {', '.join(FACTORIES)}")
     if scale not in ("cpu", "gpu"):
         raise ValueError(f"scale must be 'cpu' or 'gpu', not {scale!r}")
-    key = (name, scale)
+    key = (name, scale, str(device))
     if key not in _BUILT:
         task = FACTORIES[name](scale)
         task.examples_per_step = task.examples_per_step or task.batch_size
+        task.device = str(device)
         _BUILT[key] = task
     return _BUILT[key]
 

@@ -113,12 +113,13 @@ def train(task: Task, programs: Sequence[Program], runs: Sequence[Run], *, steps
     layout = _layout(task)
     seeds = sorted({r.seed for r in rows})
     seed_row = {s: i for i, s in enumerate(seeds)}
+    dev = torch.device(task.device)
     inits = [torch.cat([p.reshape(-1) for p in task.init(seed_generator(task, s, "init"))]) for s in seeds]
-    batches = torch.stack([task.sample(seed_generator(task, s, "data"), steps) for s in seeds])
-    seed_idx = torch.tensor([seed_row[r.seed] for r in rows])
-    init_flat = torch.stack(inits).to(dtype)[seed_idx]
+    batches = torch.stack([task.sample(seed_generator(task, s, "data"), steps) for s in seeds]).to(dev)
+    seed_idx = torch.tensor([seed_row[r.seed] for r in rows], device=dev)
+    init_flat = torch.stack(inits).to(dev, dtype)[seed_idx]
     flat = init_flat.clone()
-    lrs = torch.tensor([r.lr for r in rows], dtype=dtype).unsqueeze(1)
+    lrs = torch.tensor([r.lr for r in rows], dtype=dtype, device=dev).unsqueeze(1)
 
     groups: list[tuple[int, int, int]] = []  # (program index, start row, end row)
     for i, r in enumerate(rows):
@@ -126,21 +127,21 @@ def train(task: Task, programs: Sequence[Program], runs: Sequence[Run], *, steps
             groups[-1] = (r.program, groups[-1][1], i + 1)
         else:
             groups.append((r.program, i, i + 1))
-    states = {k: [torch.zeros(e - s, flat.shape[1], dtype=dtype) for _ in programs[k].state_names]
+    states = {k: [torch.zeros(e - s, flat.shape[1], dtype=dtype, device=dev) for _ in programs[k].state_names]
               for k, s, e in groups}
     per_tensor = {k: needs_per_tensor(programs[k]) for k, _, _ in groups}
     steppers = {k: make_step(programs[k]) for k, _, _ in groups}
     group_alive = {k: True for k, _, _ in groups}  # python mirror of alive[s:e].any(), refreshed on kills
-    noise_gen = {k: torch.Generator().manual_seed(1000 + k + 7919 * rows[s].seed) for k, s, e in groups}
+    noise_gen = {k: torch.Generator(dev).manual_seed(1000 + k + 7919 * rows[s].seed) for k, s, e in groups}
     prog_time = {k: 0.0 for k, _, _ in groups}
 
-    alive = torch.ones(P, dtype=torch.bool)
+    alive = torch.ones(P, dtype=torch.bool, device=dev)
     failure: list[str | None] = [None] * P
     curves: list[list[float]] = [[] for _ in range(P)]
     eval_at = sorted({max(1, round(steps * (i + 1) / n_evals)) for i in range(n_evals)})
-    first_loss = torch.full((P,), float("nan"))
-    last_train = torch.full((P,), float("nan"))
-    steps_done = torch.zeros(P, dtype=torch.long)
+    first_loss = torch.full((P,), float("nan"), device=dev)
+    last_train = torch.full((P,), float("nan"), device=dev)
+    steps_done = torch.zeros(P, dtype=torch.long, device=dev)
 
     def kill(mask: torch.Tensor, reason: str) -> None:
         nonlocal flat
@@ -214,8 +215,9 @@ def train(task: Task, programs: Sequence[Program], runs: Sequence[Run], *, steps
         if t in eval_at:
             with torch.no_grad():
                 vl = task.val_loss(_unflatten(flat, layout))
+            vl_cpu, alive_cpu = vl.float().cpu().tolist(), alive.cpu().tolist()
             for i in range(P):
-                curves[i].append(float(vl[i]) if alive[i] else float("inf"))
+                curves[i].append(vl_cpu[i] if alive_cpu[i] else float("inf"))
 
     results: list[RunResult | None] = [None] * len(runs)
     for i, orig in enumerate(order):
@@ -226,7 +228,7 @@ def train(task: Task, programs: Sequence[Program], runs: Sequence[Run], *, steps
             ok, reason = False, "non-finite validation loss"
         results[orig] = RunResult(loss=loss if ok else float("inf"), curve=curves[i],
                                   failure=None if ok else reason,
-                                  params=flat[i].clone() if ok and keep_params else None,
+                                  params=flat[i].cpu().clone() if ok and keep_params else None,
                                   train_loss=float(last_train[i]), steps_done=int(steps_done[i]))
     return results  # type: ignore[return-value]
 
