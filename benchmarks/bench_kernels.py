@@ -260,3 +260,7 @@ def main() -> None:
           f"interpreter {eager * 1e3:.1f} ms")
     print(f"cpu fast path vs interpreter: {eager / fast:.2f}x faster")
     print(f"cpu fast path vs fused AdamW: {fast / fused:.2f}")
+
+
+if __name__ == "__main__":
+    main()

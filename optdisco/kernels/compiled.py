@@ -87,7 +87,7 @@ class CompiledBackend:
                 scal_rows[dt] = self.scalars_fn(
                     torch.tensor([float(x) for x in steps], dtype=dt), torch.full((n,), float(lr), dtype=dt),
                     torch.tensor([float(p.numel()) for p in params], dtype=dt),
-                    {h: torch.full((n,), float(v), dtype=dt) for h, v in hyper.items()})
+                    {h: torch.full((n,), float(v), dtype=dt) for h, v in hyper.items()}).to(w.device)
             scal = scal_rows[dt][i]
             noise = [matrix_view(n) for n in draw_noise(n_draws, w.shape, dt, w.device, generator)] \
                 if n_draws else []

@@ -1,8 +1,8 @@
 """Generated ``torch._foreach_*`` code for a rule: one call per op over a whole list.
 
 Values in the generated function are either a list of tensors (one per parameter) or a
-1-D tensor with one number per parameter (literals, hyperparameters, ``lr``, ``step``,
-reductions). Ops between a list and per-parameter numbers use foreach's ScalarList forms
+1-D CPU tensor with one number per parameter (literals, hyperparameters, ``lr``, ``step``,
+reductions; on a GPU reading a reduction back synchronizes: this is the CPU path). Ops between a list and per-parameter numbers use foreach's ScalarList forms
 (``s.tolist()``); the few forms foreach lacks (``gt``, ``where``, matrix built-ins, a
 scalar base raised to a tensor power) run as a per-tensor loop of the interpreter's
 torch expressions.
@@ -102,13 +102,13 @@ def generate(plan: Plan, fn_name: str = "rule_step") -> str:
                 expr = {"norm": f"torch.abs({a}) * torch.sqrt(numel)", "rms": f"torch.abs({a})",
                         "mean": a, "sum": f"{a} * numel"}[op.fn]
             elif op.fn == "norm":
-                expr = f"torch.stack(torch._foreach_norm({a})).to(dt)"
+                expr = f"torch.stack(torch._foreach_norm({a})).to('cpu', dt)"
             elif op.fn == "rms":
-                expr = f"torch.stack(torch._foreach_norm({a})).to(dt) / torch.sqrt(numel)"
+                expr = f"torch.stack(torch._foreach_norm({a})).to('cpu', dt) / torch.sqrt(numel)"
             elif op.fn == "sum":
-                expr = f"torch.stack([t.sum() for t in {a}])"
+                expr = f"torch.stack([t.sum() for t in {a}]).cpu()"
             else:
-                expr = f"torch.stack([t.sum() for t in {a}]) / numel"
+                expr = f"torch.stack([t.sum() for t in {a}]).cpu() / numel"
         else:
             expr = _foreach_expr(op.fn, [names[a] for a in args], kinds, sl, args)
             if expr is None:
