@@ -19,8 +19,9 @@ import time
 from pathlib import Path
 
 
-def campaign_rate(workers: int, budget: int, evaluator: str, seed: int) -> tuple[float, int, float]:
-    """(trained evaluations per second, trained evaluations, seconds) of a search on ``workers`` Ray CPUs."""
+def campaign_rate(workers: int, budget: int, evaluator: str, seed: int) -> tuple[float, int, float, float]:
+    """(trained evaluations per second, trained evaluations, seconds, mean worker seconds per
+    evaluation) of a search on ``workers`` Ray CPUs."""
     import ray
 
     from optdisco.search import config
@@ -49,8 +50,9 @@ def campaign_rate(workers: int, budget: int, evaluator: str, seed: int) -> tuple
         campaign.search()
         secs = time.perf_counter() - t0
         trained = store.counts()["trained"]
+        per_eval = store.db.execute("SELECT AVG(seconds) FROM evaluations").fetchone()[0] or 0.0
         store.close()
-        return trained / secs, trained, secs
+        return trained / secs, trained, secs, per_eval
     finally:
         ray.shutdown()
 
@@ -67,11 +69,12 @@ def main() -> None:
     rates = {}
     for workers in (1, 2):
         load = os.getloadavg()[0]
-        rate, trained, secs = campaign_rate(workers, args.budget, args.evaluator, args.seed)
+        rate, trained, secs, per_eval = campaign_rate(workers, args.budget, args.evaluator, args.seed)
         rates[workers] = rate
-        # other processes on the machine take cores from the workers: say how busy it was
-        print(f"{workers} worker(s): {trained} evaluations in {secs:.1f} s = {rate:.2f} evals/s "
-              f"(load average before: {load:.1f})", flush=True)
+        # other processes on the machine take cores from the workers: say how busy it was, and
+        # how long one evaluation took inside a worker (it grows when workers share a core)
+        print(f"{workers} worker(s): {trained} evaluations in {secs:.1f} s = {rate:.2f} evals/s, "
+              f"{per_eval:.2f} s per evaluation in a worker (load average before: {load:.1f})", flush=True)
     print(f"scaling efficiency: {rates[2] / (2 * rates[1]):.2f}")
 
 
