@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .plan import Plan
-from .triton_gen import _needed
+from .triton_gen import needed_ops
 
 
 def bytes_per_element(plan: Plan, param_bytes: int, grad_bytes: int, state_bytes: int) -> int:
@@ -23,10 +23,10 @@ def bytes_per_element(plan: Plan, param_bytes: int, grad_bytes: int, state_bytes
     total = 0
     for level in range(1, plan.levels + 1):
         roots = [a for op in plan.barriers(level) for a in op.args]
-        ops = _needed(plan, roots, level - 1)
+        ops = needed_ops(plan, roots, level - 1)
         total += reads(ops)
         total += state_bytes * sum(op.kind == "matrix" for op in plan.barriers(level))
-    final = _needed(plan, [plan.update, *plan.states], plan.levels)
+    final = needed_ops(plan, [plan.update, *plan.states], plan.levels)
     used = {op.fn for op in final if op.kind == "input" and op.fn in size} | {"w"}
     total += sum(size[n] for n in used)
     total += state_bytes * sum(op.kind == "matrix" for op in final)

@@ -66,7 +66,7 @@ class Layout:
         self.levels = plan.levels
 
 
-def _needed(plan: Plan, roots: list[int], level: int) -> list[Op]:
+def needed_ops(plan: Plan, roots: list[int], level: int) -> list[Op]:
     """Ops computed in a pass: ancestors of ``roots``, stopping at finished reductions/matrix ops."""
     seen: set[int] = set()
     stack = list(roots)
@@ -118,7 +118,7 @@ def generate(plan: Plan, *, w_dtype: str, g_dtype: str, compute_dtype: str,
             roots = [plan.update, *plan.states]
         else:
             roots = [a for op in plan.barriers(level) for a in op.args]
-        ops = _needed(plan, roots, level - 1 if not final else lay.levels)
+        ops = needed_ops(plan, roots, level - 1 if not final else lay.levels)
         lines = [
             "    c = tl.program_id(0)",
             "    t = tl.load(chunks + c * 4)",

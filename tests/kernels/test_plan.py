@@ -33,3 +33,14 @@ def test_scalar_and_uniform_classification():
 def test_numel_does_not_keep_its_argument_alive():
     p = make_plan(optdisco.parse("def r(w, g):\n    t = exp(w)\n    return g * numel(t)\n"))
     assert not any(op.fn == "exp" for op in p.live_ops())
+
+
+def test_bytes_moved_count_reads_writes_and_extra_passes():
+    from optdisco.kernels.traffic import bytes_per_element
+    adamw = make_plan(optdisco.parse(RULES["adamw"]))
+    assert bytes_per_element(adamw, 4, 4, 4) == 28  # read w, g, m, v; write w, m, v
+    assert bytes_per_element(adamw, 2, 2, 4) == 2 + 2 + 8 + 2 + 8  # bf16 w and g
+    lion = make_plan(optdisco.parse(RULES["lion"]))
+    assert bytes_per_element(lion, 4, 4, 4) == 20
+    lamb = make_plan(optdisco.parse(RULES["lamb"]))
+    assert bytes_per_element(lamb, 4, 4, 4) == 28 + 16  # the norm pass reads w, g, m, v again
