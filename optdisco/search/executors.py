@@ -118,7 +118,11 @@ class RayExecutor:
         self._pump()
         if not self._refs:
             return []
-        ready, _ = self.ray.wait(self._order, num_returns=len(self._order), timeout=timeout)
+        # return as soon as one batch is done (then take any others that are done too),
+        # so a finished worker gets its next batch at once
+        ready, _ = self.ray.wait(self._order, num_returns=1, timeout=timeout)
+        if ready:
+            ready, _ = self.ray.wait(self._order, num_returns=len(self._order), timeout=0)
         ready_set = set(ready)
         out: list[Completion] = []
         for ref in [r for r in self._order if r in ready_set]:  # in submission order
