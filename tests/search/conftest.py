@@ -19,19 +19,3 @@ def ray_session():
     yield ray
     if started:
         ray.shutdown()
-
-
-def quadratic_config(**overrides):
-    """A small campaign config on the built-in noisy quadratic (a real, fast fitness)."""
-    from optdisco.search import config
-    base = {"fitness.evaluator": "quadratic", "fitness.budget": 0.25, "fitness.tasks": [],
-            "evolution.population": 8, "evolution.tournament": 3, "distributed.batch_size": 2,
-            "report": False}
-    base.update(overrides)
-    return config.load(None, base)
-
-
-@pytest.fixture
-def small_config():
-    """A factory of small quadratic-fitness campaign configs (keyword = dotted setting)."""
-    return quadratic_config

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import quadratic_config
+from search_helpers import quadratic_config
 
 from optdisco.dsl import parse
 from optdisco.search.cache import fingerprint, settings_key

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import quadratic_config
+from search_helpers import quadratic_config
 
 from optdisco.dsl import parse
 from optdisco.search.campaign import Campaign

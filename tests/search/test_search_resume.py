@@ -11,7 +11,7 @@ import textwrap
 import time
 import tomllib
 
-from conftest import quadratic_config
+from search_helpers import quadratic_config
 
 from optdisco.search import config
 from optdisco.search.campaign import Campaign
