@@ -88,22 +88,23 @@ class TritonBackend:
         self._modules: dict[tuple, object] = {}
         self._chunks: dict[tuple, tuple] = {}
         self._codebook: torch.Tensor | None = None
+        self.alignment_hints = True
 
     # -- code -------------------------------------------------------------------
     def source(self, w_dtype=torch.float32, g_dtype=None, state_dtype=None,
-               quantized: tuple[str, ...] = ()) -> str:
+               quantized: tuple[str, ...] = (), aligned: bool = False) -> str:
         """The generated kernel source for these dtypes and 8-bit states (written to the cache dir)."""
         g_dtype = g_dtype or w_dtype
         state_dtype = state_dtype or (torch.float32 if w_dtype in (torch.bfloat16, torch.float16) else w_dtype)
         return generate(self.plan, w_dtype=_SUPPORTED[w_dtype], g_dtype=_SUPPORTED[g_dtype],
                         compute_dtype=_SUPPORTED[state_dtype],
                         stochastic_rounding=self.stochastic_rounding and w_dtype == torch.bfloat16,
-                        quantized=quantized)
+                        quantized=quantized, aligned=aligned)
 
-    def _module(self, w_dtype, g_dtype, cdt, quantized):
-        key = (w_dtype, g_dtype, cdt, quantized)
+    def _module(self, w_dtype, g_dtype, cdt, quantized, aligned):
+        key = (w_dtype, g_dtype, cdt, quantized, aligned)
         if key not in self._modules:
-            self._modules[key] = load_source("triton", self.source(w_dtype, g_dtype, cdt, quantized))
+            self._modules[key] = load_source("triton", self.source(w_dtype, g_dtype, cdt, quantized, aligned))
         return self._modules[key]
 
     # -- tables -----------------------------------------------------------------
@@ -151,7 +152,6 @@ class TritonBackend:
 
     def _run(self, params, grads, states, steps, lr, hyper, seed, wdt, gdt, cdt, quantized) -> None:
         lay, plan = Layout(self.plan, quantized), self.plan
-        mod = self._module(wdt, gdt, cdt, quantized)
         block = max(self.block, QBLOCK) if quantized else self.block
         for s in states:
             for x in s:
@@ -170,6 +170,9 @@ class TritonBackend:
                      *[x.absmax.data_ptr() for x in s if isinstance(x, QuantizedState)]]
                     for w, g, s in zip(work_p, grads, work_s)]
         host = torch.tensor(ptr_rows, dtype=torch.int64)
+        # Alignment hints only where they hold, and only if this triton accepts them.
+        aligned = self.alignment_hints and bool(torch.all(host % 16 == 0)) and block % 16 == 0
+        mod = self._module(wdt, gdt, cdt, quantized, aligned)
         n_hyper = len(lay.hyper_slots)
         rows = torch.full((len(params), lay.row_len), float("nan") if self.poison else 0.0, dtype=cdt)
         rows[:, ROW_STEP] = torch.tensor([float(t) for t in steps], dtype=cdt)
@@ -194,9 +197,9 @@ class TritonBackend:
             barriers = plan.barriers(level)
             reds = [op for op in barriers if op.kind == "reduction"]
             partials = self._empty(n_chunks * max(len(reds), 1), cdt)
-            getattr(mod, f"pass_{level}")[(n_chunks,)](ptrs, chunks, scal, partials, *scratch,
-                                                       self._codebook, seed,
-                                                       N_PART=max(len(reds), 1), **meta)
+            mod = self._launch(mod, f"pass_{level}", n_chunks, (ptrs, chunks, scal, partials, *scratch,
+                               self._codebook, seed), dict(N_PART=max(len(reds), 1), **meta),
+                               (wdt, gdt, cdt, quantized), aligned)
             if reds:
                 sums = torch.zeros(len(params), len(reds), dtype=cdt, device=self.device)
                 sums.index_add_(0, chunk_tensor, partials.view(n_chunks, len(reds)))
@@ -209,8 +212,8 @@ class TritonBackend:
                 if op.kind == "matrix":
                     j = lay.matrix_ops.index(op.id)
                     self._matrix(op.fn, scratch[2 * j], scratch[2 * j + 1], params, bases)
-        mod.final[(n_chunks,)](ptrs, chunks, scal, self._empty(1, cdt), *scratch, self._codebook, seed,
-                               N_PART=1, **meta)
+        self._launch(mod, "final", n_chunks, (ptrs, chunks, scal, self._empty(1, cdt), *scratch,
+                     self._codebook, seed), dict(N_PART=1, **meta), (wdt, gdt, cdt, quantized), aligned)
         for w, wp in zip(params, work_p):
             if wp is not w:
                 w.copy_(wp)
@@ -218,6 +221,26 @@ class TritonBackend:
             for x, xw in zip(s, sw):
                 if xw is not x and not isinstance(x, QuantizedState):
                     x.copy_(xw)
+
+    def _launch(self, mod, kernel: str, n_chunks: int, args: tuple, meta: dict, key: tuple,
+                aligned: bool):
+        """Launch ``mod.kernel``; if this triton rejects the alignment hints when compiling
+        (before anything runs), turn them off for good and launch the plain kernels instead.
+        Returns the module used."""
+        try:
+            getattr(mod, kernel)[(n_chunks,)](*args, **meta)
+            return mod
+        except Exception as e:
+            aligned = aligned and self.alignment_hints
+            if not aligned or interpret_mode():
+                raise
+            import warnings
+            warnings.warn(f"optdisco: Triton rejected alignment hints ({type(e).__name__}: "
+                          f"{str(e)[:200]}); using kernels without them")
+            self.alignment_hints = False
+            plain = self._module(*key, False)
+            getattr(plain, kernel)[(n_chunks,)](*args, **meta)
+            return plain
 
     def _matrix(self, fn: str, arg: torch.Tensor, res: torch.Tensor, params, bases) -> None:
         """res <- fn(arg) per tensor, on matrix views, batched over equal shapes."""

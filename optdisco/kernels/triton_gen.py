@@ -82,12 +82,30 @@ def needed_ops(plan: Plan, roots: list[int], level: int) -> list[Op]:
     return [plan.ops[i] for i in sorted(seen)]
 
 
+def _with_alignment_hints(lines: list[str]) -> list[str]:
+    """Tell the compiler that tensor addresses are 16-byte aligned and each chunk is BLOCK
+    contiguous elements from a multiple of BLOCK, so loads and stores vectorize. Addresses
+    read from a table are otherwise of unknown alignment (one element per access)."""
+    out = []
+    for line in lines:
+        if line.startswith("    offs = start + tl.arange(0, BLOCK)"):
+            line = "    offs = tl.max_contiguous(tl.multiple_of(start + tl.arange(0, BLOCK), BLOCK), BLOCK)"
+        out.append(line)
+        head = line.strip().split(" = ")[0]
+        if head.startswith(("p_", "a_")) and "tl.pointer_type" in line:
+            out.append(f"    {head} = tl.multiple_of({head}, 16)")
+    return out
+
+
 def generate(plan: Plan, *, w_dtype: str, g_dtype: str, compute_dtype: str,
-             stochastic_rounding: bool = False, quantized: tuple[str, ...] = ()) -> str:
+             stochastic_rounding: bool = False, quantized: tuple[str, ...] = (),
+             aligned: bool = False) -> str:
     """Python source defining ``pass_1 ... pass_L`` and ``final`` Triton kernels for ``plan``.
 
     States named in ``quantized`` are read and written in the 8-bit blockwise format of
     :mod:`optdisco.kernels.quant8` (BLOCK must then be a multiple of its block size).
+    ``aligned``: every address is 16-byte aligned (the caller checks), so the kernels may
+    say so to the compiler and use vector loads.
     """
     prog = plan.program
     lay = Layout(plan, quantized)
@@ -97,7 +115,8 @@ def generate(plan: Plan, *, w_dtype: str, g_dtype: str, compute_dtype: str,
         "",
         f"w: {w_dtype}, g: {g_dtype}, states and arithmetic: {compute_dtype}"
         + (", stochastic rounding of w" if stochastic_rounding else "")
-        + (f", 8-bit states: {', '.join(lay.quantized)}" if lay.quantized else "") + ".",
+        + (f", 8-bit states: {', '.join(lay.quantized)}" if lay.quantized else "")
+        + (", 16-byte aligned addresses" if aligned else "") + ".",
         '"""',
         *["# " + line if line else "#" for line in prog.source().rstrip().splitlines()],
         "import triton",
@@ -221,9 +240,10 @@ def generate(plan: Plan, *, w_dtype: str, g_dtype: str, compute_dtype: str,
     for level in range(1, lay.levels + 1):
         out += ["", JIT, f"def pass_{level}({sig}):",
                 f'    """Pass {level}: arguments of the level-{level} reductions and matrix built-ins."""']
-        out += body(level, final=False)
+        out += _with_alignment_hints(body(level, final=False)) if aligned else body(level, final=False)
         out.append("")
     out += ["", JIT, f"def final({sig}):",
             '    """The fused update: load once, compute u and every state, store in place."""']
-    out += body(lay.levels + 1, final=True)
+    final_lines = body(lay.levels + 1, final=True)
+    out += _with_alignment_hints(final_lines) if aligned else final_lines
     return "\n".join(out) + "\n"

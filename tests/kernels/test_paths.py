@@ -109,3 +109,25 @@ def test_triton_kernel_source_is_readable_and_cached(device):
            [[torch.zeros(3, device=device), torch.zeros(3, device=device)]], steps=[1.0], lr=0.1,
            hyperparameters={"wd": 0.5})
     assert any(src == f.read_text() for f in cache_dir().glob("triton_*.py"))
+
+
+def test_triton_unaligned_views_take_the_plain_kernels(device):
+    from optdisco.kernels.triton_backend import TritonBackend
+    p = catalog.get("adamw")
+    base = torch.randn(3, 101, device=device)
+    w = [base[0, 1:], base[1, 3:90]]  # contiguous views 4 and 12 bytes past an aligned address
+    g = [torch.randn_like(x) for x in w]
+    s = [[torch.rand_like(x), torch.rand_like(x)] for x in w]
+    ref_w = [x.detach().cpu().clone() for x in w]
+    ref_s = [[x.cpu().clone() for x in st] for st in s]
+    outside = [base[0, 0].item(), base[1, :3].cpu().clone(), base[1, 90:].cpu().clone(), base[2].cpu().clone()]
+    TritonBackend(p, device).step(w, g, s, steps=[2.0, 2.0], lr=0.1, hyperparameters={})
+    get_backend(p, "eager").step(ref_w, [x.cpu() for x in g], ref_s, steps=[2.0, 2.0], lr=0.1,
+                                 hyperparameters={})
+    for a, b in zip(w, ref_w):
+        torch.testing.assert_close(a.cpu(), b, rtol=2e-5, atol=2e-6)
+    # nothing outside the views is written
+    assert base[0, 0].item() == outside[0] and torch.equal(base[1, :3].cpu(), outside[1])
+    assert torch.equal(base[1, 90:].cpu(), outside[2]) and torch.equal(base[2].cpu(), outside[3])
+    src = TritonBackend(p, device).source(aligned=False)
+    assert "multiple_of" not in src and "multiple_of" in TritonBackend(p, device).source(aligned=True)
