@@ -31,12 +31,11 @@ from .fitness import WORST
 from .store import ProgramRow, Store
 
 
-def search_settings(cfg: Mapping[str, Any], cache_dir: str | None = None) -> dict[str, Any]:
+def search_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The evaluation settings of the search phase (what its cache key is made of)."""
     f = cfg["fitness"]
-    out = {"evaluator": f["evaluator"], "suite": f["suite"], "tasks": list(f["tasks"]),
-           "seeds": f["seeds"], "budget": f["budget"]}
-    return out
+    return {"evaluator": f["evaluator"], "suite": f["suite"], "tasks": list(f["tasks"]),
+            "seeds": f["seeds"], "budget": f["budget"]}
 
 
 def stage_settings(cfg: Mapping[str, Any], stage: Mapping[str, Any]) -> dict[str, Any]:

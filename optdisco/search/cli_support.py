@@ -8,7 +8,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Mapping
 
-from rich.console import Console, Group
+from rich.console import Console
 from rich.live import Live
 from rich.panel import Panel
 from rich.text import Text
