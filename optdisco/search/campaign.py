@@ -31,6 +31,9 @@ from .fitness import WORST
 from .store import ProgramRow, Store
 
 
+FUNNEL_TIME_FACTOR = 10
+
+
 def search_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The evaluation settings of the search phase (what its cache key is made of)."""
     f = cfg["fitness"]
@@ -131,9 +134,12 @@ class Campaign:
             p = self._parsed[row.id] = parse(row.source)
         return p
 
-    def _runtime_settings(self, settings: Mapping[str, Any]) -> dict[str, Any]:
+    def _runtime_settings(self, settings: Mapping[str, Any], stage: str) -> dict[str, Any]:
         out = dict(settings)
-        out["time_limit"] = self.cfg["fitness"]["time_limit"] or None
+        # the limit is sized for the search's evaluations; the few later ones (longer budgets,
+        # other suites, their baselines tuned on first use) get ten times as long
+        limit = self.cfg["fitness"]["time_limit"] * (1 if stage == "search" else FUNNEL_TIME_FACTOR)
+        out["time_limit"] = limit or None
         # tuned baselines are shared by every campaign in the same folder
         out["cache_dir"] = str(self.store.path.resolve().parent / ".baselines")
         return out
@@ -144,7 +150,8 @@ class Campaign:
         self.store.batch_submitted(bid)
         self._batches[bid] = {"stage": stage, "programs": list(pids), "attempt": attempt,
                               "settings": dict(settings)}
-        self.executor.submit(bid, sources, self._runtime_settings(settings))
+        runtime = self._runtime_settings(settings, stage)
+        self.executor.submit(bid, sources, runtime, time_limit=runtime["time_limit"] or 0.0)
 
     def _refresh_progress(self) -> None:
         c = self.store.counts()

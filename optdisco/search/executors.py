@@ -36,7 +36,8 @@ class InProcessExecutor:
         self.fitness = fitness
         self.queue: collections.deque = collections.deque()
 
-    def submit(self, key: int, sources: Sequence[str], settings: Mapping[str, Any]) -> None:
+    def submit(self, key: int, sources: Sequence[str], settings: Mapping[str, Any],
+               time_limit: float | None = None) -> None:
         self.queue.append((key, list(sources), dict(settings)))
 
     def in_flight(self) -> int:
@@ -93,22 +94,25 @@ class RayExecutor:
         self._fitness_ref = ray.put(fitness) if callable(fitness) else fitness
         self._settings: dict[str, Any] = {}
         self._waiting: collections.deque = collections.deque()  # (key, sources, settings ref)
-        self._refs: dict[Any, tuple[int, float]] = {}  # ref -> (key, handed to Ray at)
+        self._refs: dict[Any, tuple[int, float, float]] = {}  # ref -> (key, handed to Ray at, limit)
         self._order: list[Any] = []
 
-    def submit(self, key: int, sources: Sequence[str], settings: Mapping[str, Any]) -> None:
+    def submit(self, key: int, sources: Sequence[str], settings: Mapping[str, Any],
+               time_limit: float | None = None) -> None:
+        """Queue a batch; ``time_limit`` (seconds, 0 = none) overrides the executor's for it."""
         import json
         skey = json.dumps(dict(settings), sort_keys=True)
         if skey not in self._settings:
             self._settings[skey] = self.ray.put(dict(settings))
-        self._waiting.append((key, list(sources), self._settings[skey]))
+        limit = self.time_limit if time_limit is None else time_limit
+        self._waiting.append((key, list(sources), self._settings[skey], limit))
         self._pump()
 
     def _pump(self) -> None:
         while self._waiting and len(self._refs) < self.workers:
-            key, sources, settings_ref = self._waiting.popleft()
+            key, sources, settings_ref, limit = self._waiting.popleft()
             ref = self._remote.remote(sources, settings_ref, self._fitness_ref)
-            self._refs[ref] = (key, time.monotonic())
+            self._refs[ref] = (key, time.monotonic(), limit)
             self._order.append(ref)
 
     def in_flight(self) -> int:
@@ -126,21 +130,20 @@ class RayExecutor:
         ready_set = set(ready)
         out: list[Completion] = []
         for ref in [r for r in self._order if r in ready_set]:  # in submission order
-            key, _ = self._refs.pop(ref)
+            key, _, _ = self._refs.pop(ref)
             self._order.remove(ref)
             try:
                 out.append((key, self.ray.get(ref)))
             except Exception as e:  # noqa: BLE001 - worker death, cancellation, task error
                 out.append((key, BatchFailure(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")))
-        if self.time_limit > 0:
-            now = time.monotonic()
-            for ref in list(self._order):
-                key, started = self._refs[ref]
-                if now - started > self.time_limit:
-                    self.ray.cancel(ref, force=True)
-                    self._refs.pop(ref)
-                    self._order.remove(ref)
-                    out.append((key, BatchFailure(f"timed out after {self.time_limit:.0f} s")))
+        now = time.monotonic()
+        for ref in list(self._order):
+            key, started, limit = self._refs[ref]
+            if limit and now - started > limit:
+                self.ray.cancel(ref, force=True)
+                self._refs.pop(ref)
+                self._order.remove(ref)
+                out.append((key, BatchFailure(f"timed out after {limit:.0f} s")))
         self._pump()
         return out
 
