@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, Sequence
 
 from ..dsl import parse
@@ -109,8 +109,8 @@ class Campaign:
                 store.set_meta("config_json", json.dumps(self.cfg))
                 store.set_meta("phase", "search")
                 store.set_meta("created", str(time.time()))
-                if warm_start is not None:
-                    store.set_meta("warm_start", warm_start.source())
+                if warm_start is not None:  # the catalog keeps its paper notes; lineage shows the code
+                    store.set_meta("warm_start", replace(warm_start, docstring=None).source())
         ws = store.get_meta("warm_start")
         self.warm_start = parse(ws) if ws else None
         if self.cfg.get("surrogate"):  # children ranked by the learned fitness predictor first
