@@ -109,7 +109,8 @@ class TritonBackend:
 
     # -- tables -----------------------------------------------------------------
     def _chunk_table(self, numels: tuple[int, ...], block: int):
-        """(chunks [C, 4] int64, tensor index per chunk, bases, total) for these sizes (cached)."""
+        """(chunks [C, 4] int64, tensor index per chunk, bases, total, number of full chunks)
+        for these sizes (cached)."""
         hit = self._chunks.get((numels, block))
         if hit is None:
             counts = torch.tensor([math.ceil(n / block) for n in numels], dtype=torch.int64)
@@ -118,8 +119,12 @@ class TritonBackend:
             tensor = torch.repeat_interleave(torch.arange(len(numels)), counts)
             first = torch.cumsum(counts, 0) - counts
             start = (torch.arange(len(tensor)) - first[tensor]) * block
+            # Full chunks first (launched without a mask), then each tensor's partial last chunk.
+            order = torch.argsort((start + block > sizes[tensor]).to(torch.int8), stable=True)
+            tensor, start = tensor[order], start[order]
+            n_full = int((start + block <= sizes[tensor]).sum())
             chunks = torch.stack([tensor, start, sizes[tensor], bases[tensor]], 1).contiguous()
-            hit = (chunks.to(self.device), tensor.to(self.device), bases.tolist(), int(sizes.sum()))
+            hit = (chunks.to(self.device), tensor.to(self.device), bases.tolist(), int(sizes.sum()), n_full)
             self._chunks[(numels, block)] = hit
         return hit
 
@@ -163,7 +168,7 @@ class TritonBackend:
                   for s in states]
         grads = [g.contiguous() for g in grads]
         numels = tuple(w.numel() for w in params)
-        chunks, chunk_tensor, bases, total = self._chunk_table(numels, block)
+        chunks, chunk_tensor, bases, total, n_full = self._chunk_table(numels, block)
         n_chunks = chunks.shape[0]
         ptr_rows = [[w.data_ptr(), g.data_ptr(),
                      *[x.codes.data_ptr() if isinstance(x, QuantizedState) else x.data_ptr() for x in s],
@@ -199,7 +204,7 @@ class TritonBackend:
             partials = self._empty(n_chunks * max(len(reds), 1), cdt)
             mod = self._launch(mod, f"pass_{level}", n_chunks, (ptrs, chunks, scal, partials, *scratch,
                                self._codebook, seed), dict(N_PART=max(len(reds), 1), **meta),
-                               (wdt, gdt, cdt, quantized), aligned)
+                               (wdt, gdt, cdt, quantized), aligned, n_full)
             if reds:
                 sums = torch.zeros(len(params), len(reds), dtype=cdt, device=self.device)
                 sums.index_add_(0, chunk_tensor, partials.view(n_chunks, len(reds)))
@@ -213,7 +218,8 @@ class TritonBackend:
                     j = lay.matrix_ops.index(op.id)
                     self._matrix(op.fn, scratch[2 * j], scratch[2 * j + 1], params, bases)
         self._launch(mod, "final", n_chunks, (ptrs, chunks, scal, self._empty(1, cdt), *scratch,
-                     self._codebook, seed), dict(N_PART=1, **meta), (wdt, gdt, cdt, quantized), aligned)
+                     self._codebook, seed), dict(N_PART=1, **meta), (wdt, gdt, cdt, quantized), aligned,
+                     n_full)
         for w, wp in zip(params, work_p):
             if wp is not w:
                 w.copy_(wp)
@@ -223,12 +229,14 @@ class TritonBackend:
                     x.copy_(xw)
 
     def _launch(self, mod, kernel: str, n_chunks: int, args: tuple, meta: dict, key: tuple,
-                aligned: bool):
-        """Launch ``mod.kernel``; if this triton rejects the alignment hints when compiling
-        (before anything runs), turn them off for good and launch the plain kernels instead.
-        Returns the module used."""
+                aligned: bool, n_full: int):
+        """Launch ``mod.kernel`` over the full chunks (no mask), then over the partial ones.
+
+        If this triton rejects the alignment hints when compiling (before anything runs),
+        turn them off for good and launch the plain kernels instead. Returns the module used.
+        """
         try:
-            getattr(mod, kernel)[(n_chunks,)](*args, **meta)
+            self._launch_split(getattr(mod, kernel), n_chunks, args, meta, n_full)
             return mod
         except Exception as e:
             aligned = aligned and self.alignment_hints
@@ -239,8 +247,17 @@ class TritonBackend:
                           f"{str(e)[:200]}); using kernels without them")
             self.alignment_hints = False
             plain = self._module(*key, False)
-            getattr(plain, kernel)[(n_chunks,)](*args, **meta)
+            self._launch_split(getattr(plain, kernel), n_chunks, args, meta, n_full)
             return plain
+
+    @staticmethod
+    def _launch_split(fn, n_chunks: int, args: tuple, meta: dict, n_full: int) -> None:
+        ptrs, chunks, scal, partials, *rest = args
+        if n_full:
+            fn[(n_full,)](ptrs, chunks, scal, partials, *rest, MASKED=False, **meta)
+        if n_chunks > n_full:  # program ids restart at 0: offset the chunk and partials tables
+            fn[(n_chunks - n_full,)](ptrs, chunks[n_full:], scal, partials[n_full * meta["N_PART"]:]
+                                     if partials.numel() >= n_chunks * meta["N_PART"] else partials, *rest, MASKED=True, **meta)
 
     def _matrix(self, fn: str, arg: torch.Tensor, res: torch.Tensor, params, bases) -> None:
         """res <- fn(arg) per tensor, on matrix views, batched over equal shapes."""

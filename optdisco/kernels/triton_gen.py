@@ -130,7 +130,8 @@ def generate(plan: Plan, *, w_dtype: str, g_dtype: str, compute_dtype: str,
     scratch_args = [f"marg{j}, mres{j}" for j in range(len(lay.matrix_ops))]
     sig = ", ".join(["ptrs", "chunks", "scal", "partials", *scratch_args, "codebook", "seed",
                      "N_PTR: tl.constexpr", "N_HYPER: tl.constexpr", "ROW: tl.constexpr",
-                     "N_PART: tl.constexpr", "BLOCK: tl.constexpr", "QB: tl.constexpr"])
+                     "N_PART: tl.constexpr", "BLOCK: tl.constexpr", "QB: tl.constexpr",
+                     "MASKED: tl.constexpr"])
 
     def body(level: int, final: bool) -> list[str]:
         if final:
@@ -144,7 +145,10 @@ def generate(plan: Plan, *, w_dtype: str, g_dtype: str, compute_dtype: str,
             "    start = tl.load(chunks + c * 4 + 1)",
             "    n = tl.load(chunks + c * 4 + 2)",
             "    offs = start + tl.arange(0, BLOCK)",
-            "    mask = offs < n",
+            "    if MASKED:  # a tensor's last chunk",
+            "        mask = offs < n",
+            "    else:  # a full chunk: a constant mask lets loads and stores vectorize",
+            "        mask = tl.full([BLOCK], 1, tl.int1)",
             "    flat = tl.load(chunks + c * 4 + 3) + offs  # index in the group's flat space",
             f"    zero = tl.zeros([BLOCK], dtype={cdt})",
             f"    row = scal + N_HYPER + t * ROW",

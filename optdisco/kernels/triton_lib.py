@@ -7,9 +7,6 @@ GPU and under ``TRITON_INTERPRET=1`` on a CPU. Imported only by generated kernel
 import triton
 import triton.language as tl
 
-NAN = tl.constexpr(float("nan"))
-
-
 @triton.jit
 def pow_(a, b):
     """torch.pow semantics: |a|^b = 2^(b log2|a|), signed for integer b, nan for a < 0 and
@@ -18,7 +15,8 @@ def pow_(a, b):
     is_int = tl.floor(b) == b
     half = b * 0.5
     odd = is_int & (tl.floor(half) != half)
-    r = tl.where(a < 0.0, tl.where(is_int, tl.where(odd, -r, r), NAN), r)
+    nan = tl.sqrt(r * 0.0 - 1.0)  # not a global: Triton compares globals by value, and nan != nan
+    r = tl.where(a < 0.0, tl.where(is_int, tl.where(odd, -r, r), nan), r)
     r = tl.where(b == 0.0, 1.0, r)
     r = tl.where(a == 1.0, 1.0, r)
     return r
