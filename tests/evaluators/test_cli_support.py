@@ -1,0 +1,24 @@
+from rich.console import Console
+
+from optdisco.evaluators import SUITES
+from optdisco.evaluators.cli_support import eval_command, list_tasks_table
+
+
+def render(obj) -> str:
+    console = Console(width=200, record=True)
+    console.print(obj)
+    return console.export_text()
+
+
+def test_list_tasks_names_every_task_with_sizes():
+    text = render(list_tasks_table())
+    for names in SUITES.values():
+        for n in names:
+            assert n in text
+    assert "25,405,952" in text  # the gpu-size transformer LM
+
+
+def test_eval_command_prints_table_and_summary(tmp_path, rules):
+    text = render(eval_command(rules["lion"], tasks=["logreg"], suite="proxy", seeds=1, budget=0.2,
+                               cache_dir=str(tmp_path)))
+    assert "logreg" in text and "AdamW lr" in text and "fitness" in text and "95% CI" in text
