@@ -99,8 +99,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.list_tasks:
         console.print(cli_support.list_tasks_table())
         return 0
+    if args.learned:
+        from .search.learned.cli_support import eval_learned
+        eval_learned(args.learned, suite=args.suite, tasks=args.task or (), seeds=args.seeds,
+                     budget=args.budget, console=console)
+        return 0
     if not args.rule:
-        raise SystemExit("optdisco eval: give a RULE (or --list-tasks)")
+        raise SystemExit("optdisco eval: give a RULE (or --learned WEIGHTS, or --list-tasks)")
     tasks = args.task or None
     out = cli_support.eval_command(_rule(args.rule), tasks=tasks, suite=args.suite,
                                    seeds=args.seeds, budget=args.budget)
@@ -116,6 +121,28 @@ def cmd_search(args: argparse.Namespace) -> int:
         "db": args.db, "warm_start": args.warm_start, "strategy": args.strategy,
         "surrogate": args.surrogate or None}.items() if v is not None}
     return cli_support.run_search(args.config, overrides, resume=args.resume, address=args.address)
+
+
+def cmd_learn(args: argparse.Namespace) -> int:
+    """Meta-learn: a rule's constants (ES), the MLP optimizer, or a rule distilled from it."""
+    from .search.learned import cli_support as learn
+    common = {"address": args.address, "workers": args.workers, "console": console}
+    if args.mlp:
+        learn.learn_mlp(args.output or "lopt.npz", tasks=args.task or ("quadratic", "logreg"),
+                        iterations=args.iterations or 50, pairs=args.pairs or 8, seed=args.seed, **common)
+    elif args.distill:
+        if not args.db:
+            raise SystemExit("optdisco learn --distill WEIGHTS: give --db STORE for the imitation search")
+        learn.distill_mlp(args.distill, args.db, tasks=args.task or ("quadratic", "logreg"),
+                          budget=args.budget or 64, seed=args.seed, out=args.output,
+                          console=console)
+    elif args.rule:
+        learn.learn_rule(args.rule, suite=args.suite, tasks=args.task or (), pairs=args.pairs or 4,
+                         iterations=args.iterations or 8, seed=args.seed, seeds=args.seeds,
+                         out=args.output, **common)
+    else:
+        raise SystemExit("optdisco learn: give a RULE, --mlp, or --distill WEIGHTS")
+    return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -162,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seeds", type=int, default=1)
     s.add_argument("--budget", type=float, default=1.0, help="multiplies each task's default steps")
     s.add_argument("--list-tasks", action="store_true", help="list the tasks with sizes and budgets")
+    s.add_argument("--learned", metavar="WEIGHTS", help="evaluate a learned MLP optimizer (.npz) instead")
     s.set_defaults(fn=cmd_eval)
 
     s = sub.add_parser("search", help="run a discovery campaign")
@@ -177,6 +205,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--address", help="join an existing Ray cluster")
     s.add_argument("--resume", help="continue the campaign in this store")
     s.set_defaults(fn=cmd_search)
+
+    s = sub.add_parser("learn", help="meta-learn a rule's constants, an MLP optimizer, or distill one")
+    s.add_argument("rule", nargs="?", help="ES over this rule's hyperparameters and constants")
+    s.add_argument("--mlp", action="store_true", help="meta-train the per-parameter MLP optimizer")
+    s.add_argument("--distill", metavar="WEIGHTS", help="search a rule imitating this learned optimizer")
+    s.add_argument("--suite", default="proxy", choices=["proxy", "heldout"])
+    s.add_argument("--task", action="append", help="train on this task only (repeatable)")
+    s.add_argument("--iterations", type=int, help="ES iterations (rule: 8, --mlp: 50)")
+    s.add_argument("--pairs", type=int, help="antithetic pairs per iteration (rule: 4, --mlp: 8)")
+    s.add_argument("--seeds", type=int, default=1, help="task seeds per fitness")
+    s.add_argument("--budget", type=int, help="--distill: imitation-search evaluations (64)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--db", help="--distill: the imitation search's campaign store")
+    s.add_argument("-o", "--output", help="the learned rule file / weights (rerun to resume)")
+    s.add_argument("--workers", type=int, default=0, help="start a local Ray with this many workers")
+    s.add_argument("--address", help="join an existing Ray cluster")
+    s.set_defaults(fn=cmd_learn)
 
     s = sub.add_parser("report", help="a campaign's HTML report")
     s.add_argument("db")

@@ -53,3 +53,17 @@ def test_console_script_entry_point():
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "lion" in proc.stdout
+
+
+def test_learn_mlp_then_eval_learned_through_the_command_line(tmp_path, capsys):
+    weights = str(tmp_path / "lopt.npz")
+    assert main(["learn", "--mlp", "--task", "quadratic", "--iterations", "1", "--pairs", "1",
+                 "-o", weights]) == 0
+    assert (tmp_path / "lopt.npz").exists() and "wrote" in capsys.readouterr().out
+    assert main(["eval", "--learned", weights, "--task", "quadratic", "--budget", "0.05"]) == 0
+    assert "fitness" in capsys.readouterr().out
+
+
+def test_learn_without_a_target_is_a_clear_error():
+    with pytest.raises(SystemExit, match="give a RULE"):
+        main(["learn"])

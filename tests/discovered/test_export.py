@@ -108,6 +108,9 @@ def test_latex_and_markdown_exports():
     prog = optdisco.catalog.get("lion")
     tex = export(prog, "latex")
     assert r"\paragraph{lion}" in tex and r"\beta" in tex
+    # the aligned block is only valid inside math mode
+    body = tex[tex.index("\\["):]
+    assert body.index(r"\begin{aligned}") > 0 and body.rstrip().endswith("\\]")
     md = export(prog, "markdown")
     assert md.startswith("# lion") and "```python" in md and prog.source().strip() in md
     assert "Paper" in md
