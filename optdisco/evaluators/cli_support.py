@@ -47,7 +47,7 @@ def list_tasks_table() -> Table:
     for suite, names in SUITES.items():
         for name in names:
             t = get_task(name)
-            gpu = get_task(name, "gpu").n_params if suite == "heldout" else None
+            gpu = get_task(name, "gpu").n_params if suite != "proxy" else None
             table.add_row(name, suite, f"{t.n_params:,}", f"{gpu:,}" if gpu else "-",
                           str(steps_for(t, 1.0)), str(t.batch_size), t.description)
     return table

@@ -86,3 +86,36 @@ def text() -> tuple[torch.Tensor, torch.Tensor, int]:
     ids = torch.tensor([index.get(c, unk) for c in s], dtype=torch.int64)
     cut = int(0.9 * len(ids))
     return ids[:cut], ids[cut:], len(vocab)
+
+
+@functools.lru_cache(maxsize=4)
+def patterns(side: int = 8, n_train: int = 1000, n_val: int = 200) -> Split:
+    """Generated colour images of oriented gratings: x (n, 3*side*side) float32, y (n,) in 0..9.
+
+    Class c has orientation (c mod 5) * 36 degrees and frequency 1.5 or 3 cycles per image
+    (c < 5 or not). A sample is cos(2 pi f <r, (cos a, sin a)> + phase) under a Gaussian
+    envelope (random centre within 0.2 side of the middle, width U(0.25, 0.45) side), with
+    a jitter of +-8 degrees and +-10% frequency, mixed into 3 channels by a random unit
+    colour vector, plus white noise of std 0.3; then standardized per channel.
+    """
+    gen = torch.Generator().manual_seed(DATA_SEED + 5 + side)
+    n = n_train + n_val
+    y = torch.randint(0, 10, (n,), generator=gen)
+    angle = torch.pi * ((y % 5).float() * 36.0 + 16.0 * (torch.rand(n, generator=gen) - 0.5)) / 180.0
+    freq = torch.where(y < 5, 1.5, 3.0) * (0.9 + 0.2 * torch.rand(n, generator=gen))
+    phase = 2 * torch.pi * torch.rand(n, generator=gen)
+    centre = 0.5 + 0.4 * (torch.rand(n, 2, generator=gen) - 0.5)
+    width = 0.25 + 0.2 * torch.rand(n, generator=gen)
+    colour = torch.randn(n, 3, generator=gen)
+    colour = colour / colour.norm(dim=1, keepdim=True)
+    grid = (torch.arange(side) + 0.5) / side
+    gy, gx = grid.view(1, side, 1), grid.view(1, 1, side)
+    c, s = angle.cos().view(n, 1, 1), angle.sin().view(n, 1, 1)
+    wave = torch.cos(2 * torch.pi * freq.view(n, 1, 1) * (gx * c + gy * s) + phase.view(n, 1, 1))
+    r2 = (gx - centre[:, 0].view(n, 1, 1)) ** 2 + (gy - centre[:, 1].view(n, 1, 1)) ** 2
+    img = wave * torch.exp(-r2 / (2 * width.view(n, 1, 1) ** 2))
+    x = colour.view(n, 3, 1, 1) * img.unsqueeze(1) + 0.3 * torch.randn(n, 3, side, side, generator=gen)
+    mu = x[:n_train].mean((0, 2, 3), keepdim=True)
+    sd = x[:n_train].std((0, 2, 3), keepdim=True)
+    x = ((x - mu) / sd).reshape(n, -1)
+    return Split(x[:n_train], y[:n_train], x[n_train:], y[n_train:])

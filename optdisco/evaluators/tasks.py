@@ -361,7 +361,8 @@ class CharLM(Task):
 
 #: name -> factory(scale) building the task; "cpu" sizes run in seconds, "gpu" sizes for validation.
 FACTORIES: dict[str, Callable[[str], Task]] = {}
-SUITES: dict[str, list[str]] = {"proxy": [], "heldout": []}
+#: "validate": held-out tasks that only ``optdisco validate`` runs (see :mod:`.heldout_scale`).
+SUITES: dict[str, list[str]] = {"proxy": [], "heldout": [], "validate": []}
 
 
 def register(name: str, suite: str) -> Callable:
@@ -395,7 +396,7 @@ def get_task(name: str, scale: str = "cpu", device: str = "cpu") -> Task:
 
 
 def suite_tasks(suite: str) -> list[str]:
-    """The task names of ``suite`` ("proxy" or "heldout")."""
+    """The task names of ``suite`` ("proxy", "heldout" or "validate")."""
     if suite not in SUITES:
         raise KeyError(f"unknown suite '{suite}'; suites: {', '.join(SUITES)}")
     return list(SUITES[suite])
@@ -459,3 +460,4 @@ def _autoencoder(scale: str) -> Task:
 
 # Importing the held-out suite registers it (it lives in its own module: the search never uses it).
 from . import heldout as _heldout  # noqa: E402,F401
+from . import heldout_scale as _heldout_scale  # noqa: E402,F401

@@ -48,3 +48,14 @@ def test_gpu_sizes_are_large():
     assert get_task("ho_char_lm", "gpu").n_params > 10_000_000
     assert get_task("ho_digits_cnn", "gpu").n_params > get_task("ho_digits_cnn").n_params * 10
     assert len([s for s in get_task("ho_digits_cnn", "gpu").shapes if s[0].startswith("conv")]) >= 6
+
+
+def test_validate_suite_has_resnet_and_mixer_outside_the_funnel():
+    from optdisco.evaluators.heldout_scale import validate_tasks
+    assert {"ho_resnet", "ho_mixer"} <= set(suite_tasks("validate"))
+    assert not set(SUITES["validate"]) & (set(SUITES["heldout"]) | set(SUITES["proxy"]))
+    assert validate_tasks()[:len(SUITES["heldout"])] == SUITES["heldout"]
+    assert any(name.startswith("proj.") for name, _ in get_task("ho_resnet").shapes)  # residual stages
+    for name in ("ho_resnet", "ho_mixer"):
+        assert get_task(name).n_params < 5_000                        # cpu size stays tiny
+        assert 1_000_000 < get_task(name, "gpu").n_params < 100_000_000
