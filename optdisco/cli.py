@@ -1,4 +1,4 @@
-"""The ``optdisco`` command: list, show, export, eval, search, report, bench.
+"""The ``optdisco`` command: list, show, export, eval, search, learn, validate, report, bench.
 
 Each sub-command is a thin layer over a package function; heavy imports (ray, sympy,
 evaluators) happen inside the command that needs them so ``optdisco list`` stays quick.
@@ -145,6 +145,16 @@ def cmd_learn(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Validate rules at scale against tuned AdamW and Lion; one HTML report, resumable."""
+    from .search.validate_support import run_validate
+    specs = [*(args.rules or []), *(f"learned:{p}" for p in args.learned or [])]
+    run_validate(specs, scale=args.scale, seeds=args.seeds, budget=args.budget, tune_budget=args.tune_budget,
+                 tasks=args.task, device=args.device, dtype=args.dtype, backend=args.backend,
+                 output=args.output, report_only=args.report_only, console=console)
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     """Write a campaign's HTML report."""
     from .search import cli_support
@@ -222,6 +232,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=0, help="start a local Ray with this many workers")
     s.add_argument("--address", help="join an existing Ray cluster")
     s.set_defaults(fn=cmd_learn)
+
+    s = sub.add_parser("validate", help="rules vs tuned AdamW and Lion on the held-out suite at scale; HTML report")
+    s.add_argument("rules", nargs="*", metavar="RULE", help="catalog name, rule file, DB:ID or learned:PATH")
+    s.add_argument("--scale", default="cpu", choices=["cpu", "gpu"])
+    s.add_argument("--seeds", type=int, default=3, help="validation seeds per workload (95%% CIs over them)")
+    s.add_argument("--budget", type=float, default=1.0, help="multiplies each workload's default steps")
+    s.add_argument("--tune-budget", dest="tune_budget", type=float, default=0.25,
+                   help="tuning runs' steps as a fraction of the validation steps (same for every rule)")
+    s.add_argument("--task", action="append", help="a workload (repeatable; default: heldout + validate suites)")
+    s.add_argument("--learned", action="append", metavar="WEIGHTS", help="also validate a learned MLP optimizer")
+    s.add_argument("--device", help="default: cuda for --scale gpu, else cpu")
+    s.add_argument("--dtype", choices=["fp32", "bf16"], help="parameter dtype (default: bf16 on cuda, else fp32)")
+    s.add_argument("--backend", default="auto", help="optimizer backend (auto: Triton on cuda)")
+    s.add_argument("-o", "--output", default="validate.html",
+                   help="the report; finished trainings go to <name>.results.jsonl beside it (rerun to resume)")
+    s.add_argument("--report-only", dest="report_only", action="store_true",
+                   help="train nothing: write the report and table from the results file")
+    s.set_defaults(fn=cmd_validate)
 
     s = sub.add_parser("report", help="a campaign's HTML report")
     s.add_argument("db")

@@ -4,7 +4,9 @@ Tables: ``meta`` (schema version, the config as TOML, phase), ``programs`` (sour
 fingerprint, lineage: parent and mutation, which arm proposed it, its status and the
 order its result arrived in), ``evaluations`` (every evaluation with settings, fitness,
 intervals, per-task values, curves, failure reason, timings, worker and attempt) and
-``batches`` (the units of work sent to workers, with their status).
+``batches`` (the units of work sent to workers, with their status) and ``validations``
+(``optdisco validate`` results of a program: settings, per-task summary, report path;
+created by ``CREATE TABLE IF NOT EXISTS``, so stores from before it gain it on open).
 
 Every state change the driver makes is one transaction, so a campaign killed at any
 moment (SIGKILL included) reopens in the state after its last finished step: nothing
@@ -74,6 +76,15 @@ CREATE TABLE IF NOT EXISTS evaluations (
     finished REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS evaluations_key ON evaluations(program, settings);
+CREATE TABLE IF NOT EXISTS validations (
+    id INTEGER PRIMARY KEY,
+    program INTEGER NOT NULL REFERENCES programs(id),
+    scale TEXT NOT NULL,
+    settings TEXT NOT NULL,
+    summary TEXT NOT NULL,
+    report TEXT,
+    finished REAL NOT NULL
+);
 """
 
 
@@ -283,6 +294,23 @@ class Store:
         for k in _JSON_FIELDS:
             d[k] = json.loads(d[k]) if d[k] is not None else None
         return d
+
+    # -- validations (optdisco validate) -------------------------------------------------
+    def add_validation(self, pid: int, scale: str, settings: dict[str, Any], summary: dict[str, Any],
+                       report: str | None = None) -> int:
+        """Record a validation of program ``pid``; returns the row id."""
+        cur = self.db.execute(
+            "INSERT INTO validations(program, scale, settings, summary, report, finished) VALUES (?,?,?,?,?,?)",
+            (pid, scale, json.dumps(settings), json.dumps(summary), report, time.time()))
+        return int(cur.lastrowid)
+
+    def validations(self, pid: int | None = None) -> list[dict[str, Any]]:
+        """Validations (of ``pid``, or all), oldest first, with settings and summary decoded."""
+        q, args = "SELECT * FROM validations", ()
+        if pid is not None:
+            q, args = q + " WHERE program = ?", (pid,)
+        return [dict(r, settings=json.loads(r["settings"]), summary=json.loads(r["summary"]))
+                for r in self.db.execute(q + " ORDER BY id", args)]
 
     # -- summaries --------------------------------------------------------------------------
     def counts(self) -> dict[str, int]:

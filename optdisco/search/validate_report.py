@@ -1,0 +1,185 @@
+"""The HTML report of ``optdisco validate``: one self-contained file, plots inlined as PNGs.
+
+Sections: settings and contenders; final validation loss with 95% t-intervals over seeds
+per workload; training curves (seed mean, shaded from the lowest to the highest seed);
+steps to match AdamW and the speedup; tuned learning rates (with every rate tried); time
+per optimizer step and optimizer-state memory. Plot helpers are the campaign report's.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from dataclasses import asdict
+from pathlib import Path
+
+from ..evaluators.validate import Validation, mean_curve
+from .report import _plt, _png
+
+SECTIONS = ("Final validation loss", "Training curves", "Steps to match AdamW", "Tuned learning rates",
+            "Time per step and optimizer-state memory")
+
+
+def _num(x: float | None, digits: int = 4) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "—" if x is None or math.isnan(x) else "diverged"
+    return f"{x:.{digits}g}"
+
+
+def _table(head: list[str], rows: list[list[str]]) -> str:
+    h = "".join(f"<th>{html.escape(c)}</th>" for c in head)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><tr>{h}</tr>{body}</table>"
+
+
+def speedup_text(val: Validation, contender: str, task: str) -> str:
+    """'1.25x (120 of 150 steps)', 'not reached (<1x)', or '—' when there is nothing to compare."""
+    w, ref = val.results.get((contender, task)), val.results.get(("adamw", task))
+    if w is None or ref is None:
+        return "—"
+    if w.failure or ref.failure:
+        return "failed" if w.failure else "AdamW failed"
+    at, speed = val.speedup(contender, task)
+    return f"{speed:.2f}x ({at} of {ref.steps} steps)" if at else "not reached (&lt;1x)"
+
+
+def loss_table(val: Validation) -> str:
+    """Workloads by contenders: mean final loss [95% interval]; the lowest mean in bold."""
+    names = [c.name for c in val.contenders]
+    rows = []
+    for task in val.tasks:
+        cells = {}
+        for n in names:
+            w = val.results.get((n, task))
+            cells[n] = w.interval if w else None
+        means = [c[0] for c in cells.values() if c and math.isfinite(c[0])]
+        row = [html.escape(task)]
+        for n in names:
+            c = cells[n]
+            if c is None:
+                row.append("missing")
+                continue
+            text = _num(c[0]) + (f" [{_num(c[1])}, {_num(c[2])}]" if math.isfinite(c[0]) and c[1] != c[2] else "")
+            row.append(f"<b>{text}</b>" if means and c[0] == min(means) else text)
+        rows.append(row)
+    return _table(["workload", *names], rows)
+
+
+def plot_curves(val: Validation) -> str:
+    """One panel per workload: each contender's seed-mean validation curve, seed range shaded."""
+    tasks = [t for t in val.tasks if any((c.name, t) in val.results for c in val.contenders)]
+    if not tasks:
+        return "<p>No finished workloads.</p>"
+    plt = _plt()
+    cols = min(3, len(tasks))
+    nrows = math.ceil(len(tasks) / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.6 * cols, 3.4 * nrows), squeeze=False)
+    for ax, task in zip(axes.flat, tasks):
+        for c in val.contenders:
+            w = val.results.get((c.name, task))
+            if w is None or not w.curves:
+                continue
+            m = [(s, v) for s, v in mean_curve(w.curves) if math.isfinite(v)]
+            if not m:
+                continue
+            line, = ax.plot([s for s, _ in m], [v for _, v in m], label=c.name)
+            n = min(len(cv) for cv in w.curves)
+            lo = [min(cv[i][1] for cv in w.curves) for i in range(n)]
+            hi = [max(cv[i][1] for cv in w.curves) for i in range(n)]
+            if len(w.curves) > 1 and all(math.isfinite(x) for x in lo + hi):
+                ax.fill_between([w.curves[0][i][0] for i in range(n)], lo, hi, color=line.get_color(), alpha=0.2)
+        lo, hi = ax.get_ylim()
+        if lo > 0 and hi / lo > 3:
+            ax.set_yscale("log")
+        ax.set_title(task, fontsize=10)
+        ax.set_xlabel("step")
+        ax.set_ylabel("validation loss")
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(tasks):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def speedup_table(val: Validation) -> str:
+    names = [c.name for c in val.contenders if c.name != "adamw"]
+    return _table(["workload", *names], [[html.escape(t), *[speedup_text(val, n, t) for n in names]]
+                                          for t in val.tasks])
+
+
+def lr_table(val: Validation) -> str:
+    names = [c.name for c in val.contenders]
+    rows = []
+    for t in val.tasks:
+        row = [html.escape(t)]
+        for n in names:
+            w = val.results.get((n, t))
+            if w is None:
+                row.append("missing")
+                continue
+            tried = ", ".join(f"{lr:.3g}: {_num(loss, 3)}" for lr, loss in sorted(w.tried.items()))
+            row.append(f"<b>{_num(w.lr, 3)}</b><br><small>{html.escape(tried)}</small>")
+        rows.append(row)
+    return _table(["workload", *names], rows)
+
+
+def cost_table(val: Validation) -> str:
+    rows = []
+    for c in val.contenders:
+        for t in val.tasks:
+            w = val.results.get((c.name, t))
+            if w is None or not math.isfinite(w.step_seconds):
+                continue
+            n = val.n_params.get(t, 0)
+            rows.append([html.escape(c.name), html.escape(t), f"{1e3 * w.step_seconds:.3f}",
+                         f"{w.state_bytes / 2**20:.2f}", f"{w.state_bytes / n:.1f}" if n else "—"])
+    return _table(["contender", "workload", "ms per optimizer step (median)", "state MiB", "state bytes/param"],
+                  rows)
+
+
+def write_validation_report(val: Validation, out: str | Path, *, results_path: str | Path | None = None) -> Path:
+    """Write the report of ``val`` to ``out`` (one HTML file, nothing external)."""
+    s = val.settings
+    settings = ", ".join(f"{k}={v}" for k, v in asdict(s).items())
+    contenders = "".join(
+        f"<li><b>{html.escape(c.name)}</b> ({c.kind}; {html.escape(c.origin)})<pre>{html.escape(c.source)}</pre></li>"
+        for c in val.contenders)
+    failures = [f"<li>{html.escape(n)} on {html.escape(t)}: {html.escape(w.failure)}</li>"
+                for (n, t), w in val.results.items() if w.failure]
+    missing = (f"<p><b>Incomplete:</b> at least {val.missing} training(s) are not in the results file yet; rerun "
+               "without --report-only to finish them.</p>") if val.missing else ""
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>optdisco validate</title>",
+        "<style>body{font-family:sans-serif;max-width:1200px;margin:auto}pre{background:#f4f4f4;padding:6px}"
+        "td,th{border:1px solid #ccc;padding:3px 6px;vertical-align:top}table{border-collapse:collapse}</style>",
+        "</head><body>",
+        f"<h1>optdisco validate ({html.escape(s.scale)} scale)</h1>",
+        f"<p>{html.escape(settings)}</p>", missing,
+        "<p>Every contender's peak learning rate is tuned on the same grid with the same budget (seed 0, "
+        f"{s.tune_budget:g} of the validation steps), then seeds 0..{s.seeds - 1} train at it. "
+        "Schedule: linear warmup over 5% of the steps, cosine decay to zero.</p>",
+        f"<p>Results file: {html.escape(str(results_path or ''))} (rerunning reuses every finished training).</p>",
+        f"<h2>Contenders</h2><ul>{contenders}</ul>",
+        f"<h2>{SECTIONS[0]}</h2>",
+        "<p>Mean over seeds [95% t-interval: mean ± t<sub>0.975, n-1</sub> s/√n]; lowest in bold.</p>",
+        loss_table(val),
+        f"<h2>{SECTIONS[1]}</h2>", plot_curves(val),
+        f"<h2>{SECTIONS[2]}</h2>",
+        "<p>The first recorded step at which the seed-mean validation loss reaches AdamW's final seed-mean "
+        "loss; the speedup is AdamW's steps divided by it (same schedule length for both).</p>",
+        speedup_table(val),
+        f"<h2>{SECTIONS[3]}</h2><p>Tuned peak rate (bold), then every rate tried: its seed-0 tuning loss.</p>",
+        lr_table(val),
+        f"<h2>{SECTIONS[4]}</h2>",
+        f"<p>Wall time of optimizer.step() on {html.escape(s.device)} ({html.escape(s.dtype)} parameters, "
+        "float32 states; median over steps after the first three; CUDA synchronized), and the bytes of all "
+        "optimizer state tensors.</p>",
+        cost_table(val),
+    ]
+    if failures:
+        parts += ["<h2>Failures</h2><ul>", *failures, "</ul>"]
+    parts.append("</body></html>")
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(parts), encoding="utf-8")
+    return path
