@@ -8,7 +8,8 @@
 #    again when the catalog has no found rule) on the GPT-style LM, the ResNet and the
 #    MLP-mixer, bf16 with the Triton kernels, cut off after $VALIDATE_SECONDS (it resumes
 #    from gpu_check.results.jsonl when rerun);
-# then a table of the steps and, last, validate's summary table (report: gpu_check.html).
+# then a table of the steps and, last, validate's summary table (report: runs/gpu_check.html;
+# delete runs/gpu_check.* for a fresh validation instead of a resumed one).
 # tests/evaluators/test_validate_cli.py runs VALIDATE_ARGS below at cpu scale.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -28,7 +29,10 @@ step() {  # step NAME COMMAND...: run it, remember its status and time
   local name="$1"; shift
   local t0=$SECONDS
   "$@"; local rc=$?
-  STEPS+=("$(printf '%-16s %-10s %5ds' "$name" "$([ $rc -eq 0 ] && echo ok || echo "FAILED($rc)")" $((SECONDS - t0)))")
+  local status="FAILED($rc)"
+  [ $rc -eq 0 ] && status=ok
+  [ $rc -eq 124 ] && status="cut off (rerun resumes)"
+  STEPS+=("$(printf '%-14s %5ds  %s' "$name" $((SECONDS - t0)) "$status")")
 }
 step "kernel tests" "$PY" -m pytest -q tests/kernels
 step "kernel bench" "$PY" benchmarks/bench_kernels.py "$@"

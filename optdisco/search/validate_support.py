@@ -113,6 +113,9 @@ def validation_line(val: Validation, name: str, report: str | Path | None = None
     s = val.settings
     parts = []
     for task, r in val.summary(name).items():
+        if r["failure"] or not math.isfinite(r["loss"]):
+            parts.append(f"{task} failed")
+            continue
         ci = "" if r["ci"][0] == r["ci"][1] else f" [{r['ci'][0]:.4g}, {r['ci'][1]:.4g}]"
         speed = f"{r['speedup']:.2f}x" if r["speedup"] else "<1x"
         ref = r["adamw_loss"]
