@@ -56,6 +56,8 @@ def resolve_rule(rule: "str | Program | os.PathLike") -> Program:
             except ImportError as e:
                 raise DSLError(f"cannot read '{rule}': campaign stores need optdisco.search ({e})") from None
             return load_program(db, ident)
+        if db.endswith((".db", ".sqlite", ".sqlite3")):
+            raise DSLError(f"cannot read '{rule}': no campaign store at '{db}'")
     return catalog.get(rule)  # raises the catalog's error, with a did-you-mean
 
 

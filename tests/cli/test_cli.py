@@ -67,3 +67,8 @@ def test_learn_mlp_then_eval_learned_through_the_command_line(tmp_path, capsys):
 def test_learn_without_a_target_is_a_clear_error():
     with pytest.raises(SystemExit, match="give a RULE"):
         main(["learn"])
+
+
+def test_missing_campaign_store_is_named_in_the_error(capsys, tmp_path):
+    assert main(["show", str(tmp_path / "missing.db") + ":3"]) == 2
+    assert "no campaign store at" in " ".join(capsys.readouterr().out.split())
