@@ -3,19 +3,50 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import replace
 from pathlib import Path
 
-from ..dsl import parse
+from ..dsl import Program, parse
 from .leaderboard import math_text
 from .simplify import tidy
 from .store import Store
 
 
+def default_lr(tuned: list) -> float:
+    """The catalog learning rate of a found rule: the geometric mean of its tuned rates over
+    the tasks of its last evaluation stage, exp(mean_t log lr_t), to two significant digits."""
+    last = tuned[-1] if tuned else []
+    values = last.values() if isinstance(last, dict) else last if isinstance(last, list) else [last]
+    rates = [float(v) for v in values if isinstance(v, (int, float)) and v > 0]
+    if not rates:
+        return 1e-3
+    return float(f"{math.exp(sum(math.log(v) for v in rates) / len(rates)):.2g}")
+
+
+def searched_form(source: str) -> str:
+    """A program as the search stored it, on one line: its signature, then its statements
+    ``; ``-separated (``name(w, g, m, *, wd=0.0): m = ...; return ...``), for the provenance
+    of a found rule whose body was tidied for reading. :func:`parse_searched_form` reads it back."""
+    text = parse(source).source()
+    if '"""' in text:  # drop the docstring, keep the signature line
+        head, _, rest = text.partition("\n")
+        text = head + rest.split('"""', 2)[-1]
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[0][len("def "):] + " " + "; ".join(lines[1:])
+
+
+def parse_searched_form(text: str) -> Program:
+    """The Program of a :func:`searched_form` line."""
+    head, _, body = text.partition("): ")
+    return parse(f"def {head}):\n" + "".join(f"    {stmt}\n" for stmt in body.split("; ")))
+
+
 def found_rules(db: str | Path) -> list[dict]:
     """The rules that held up through every funnel stage: id, simplified Program, and facts
-    (Formula, Defaults, Origin, Campaign, Fitness, one entry per funnel stage, Date)."""
+    (Formula, Defaults with the learning rate of :func:`default_lr`, Origin, Campaign,
+    Searched (the stored program), Fitness, one entry per funnel stage, Date)."""
     with Store(db, create=False) as store:
         found = json.loads(store.get_meta("found") or "[]")
         funnel = json.loads(store.get_meta("funnel") or "[]")
@@ -30,14 +61,17 @@ def found_rules(db: str | Path) -> list[dict]:
             p = parse(simplified[pid]) if pid in simplified else tidy(parse(row.source))
             name = f"found_{Path(db).stem.replace('-', '_')}_{pid}"
             p = replace(p, name=name, docstring=None)
+            tuned = [e["tuned_lr"] for e in store.evaluations(pid) if e.get("tuned_lr")]
             facts = {
                 "Formula": math_text(p),
-                "Defaults": ", ".join(f"{n}={v!r}" for n, v in p.hyperparameters) or "none",
+                "Defaults": ", ".join([f"lr={default_lr(tuned)!r}"]
+                                      + [f"{n}={v!r}" for n, v in p.hyperparameters]),
                 "Origin": "found",
                 "Campaign": f"{Path(db).name}:{pid} (seed {cfg.get('seed')}, warm start "
                             f"{cfg.get('warm_start') or 'random'}, {cfg.get('budget')} candidates, "
                             f"fitness {cfg.get('fitness', {}).get('evaluator')} on "
                             f"{', '.join(cfg.get('fitness', {}).get('tasks') or ['the proxy suite'])})",
+                "Searched": searched_form(row.source),
                 "Fitness": f"{row.fitness:+.4f} (search; mean log(AdamW loss / rule loss))",
                 "Date": time.strftime("%Y-%m-%d", time.gmtime(row.created)),
             }

@@ -291,8 +291,10 @@ def problems_for(name):
 PARAMS = [(case, prob) for case in CASES for prob in problems_for(case[0])]
 
 
-def test_every_catalog_rule_has_a_reference_test():
-    assert set(REFERENCES) | TORCH_TWINS == set(catalog.names())
+def test_every_known_catalog_rule_has_a_reference_test():
+    # found rules are checked against their searched form and a plain implementation in test_found.py
+    known = {e.name for e in catalog.entries() if e.origin == "known"}
+    assert set(REFERENCES) | TORCH_TWINS == known
     assert {c[0] for c in CASES} == set(REFERENCES)
 
 

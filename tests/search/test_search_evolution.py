@@ -135,3 +135,8 @@ def test_found_rules_become_catalog_files(tmp_path):
     rule = load_text(paths[0].stem, paths[0].read_text(), "found", str(paths[0]))
     assert rule.meta["Origin"] == "found" and f":{found[0]}" in rule.meta["Campaign"]
     assert {"StageSeeds", "StageBudget", "StageHeldout"} <= set(rule.meta)
+    # a usable learning rate, and the stored program it was tidied from, equivalent to it
+    from optdisco.dsl import equivalent
+    from optdisco.search.found import parse_searched_form
+    assert float(rule.meta["Defaults"].split(",")[0].removeprefix("lr=")) > 0
+    assert equivalent(rule, parse_searched_form(rule.meta["Searched"])).equal
