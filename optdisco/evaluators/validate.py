@@ -182,8 +182,12 @@ def state_bytes(opt: torch.optim.Optimizer) -> int:
     total = 0
     for st in opt.state.values():
         for k, v in st.items():
-            if k != "step" and isinstance(v, torch.Tensor):
+            if k == "step":
+                continue
+            if isinstance(v, torch.Tensor):
                 total += v.numel() * v.element_size()
+            elif callable(getattr(v, "nbytes", None)):  # 8-bit blockwise states
+                total += v.nbytes()
     return total
 
 
