@@ -410,8 +410,11 @@ def _quadratic(scale: str) -> Task:
 
 @register("rosenbrock", "proxy")
 def _rosenbrock(scale: str) -> Task:
+    # The optimum is exactly 0, so log-ratios below "solved" are unbounded: a rule reaching
+    # 2e-4 where tuned AdamW reaches 3e-2 scored +4.9 here and outweighed the other eight
+    # proxy tasks together in a campaign. A loss of 1e-2 counts as solved.
     return Rosenbrock("rosenbrock", "10-d Rosenbrock chain with gradient noise",
-                      steps=200, batch_size=1, shapes=[("x", (10,))])
+                      steps=200, batch_size=1, shapes=[("x", (10,))], loss_floor=1e-2)
 
 
 @register("logreg", "proxy")
