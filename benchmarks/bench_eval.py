@@ -43,21 +43,21 @@ def throughput(threads: int, sample: int) -> float:
     task = get_task("digits_mlp")
     progs = candidates()
     runs = [Run(k, lr, 0) for k in range(len(progs)) for lr in DEFAULT_LR_GRID]
-    train(task, progs[:2], runs[:2], steps=3)  # warm up data and code paths
+    train(task, progs[:2], runs[:2], steps=3, threads=threads)  # warm up data and code paths
 
     t = time.perf_counter()
-    batched = train(task, progs, runs, keep_params=False)
+    batched = train(task, progs, runs, keep_params=False, threads=threads)
     t_batched = time.perf_counter() - t
 
     t = time.perf_counter()
     per_cand = []
     for k in range(len(progs)):
-        per_cand += train(task, progs, [r for r in runs if r.program == k], keep_params=False)
+        per_cand += train(task, progs, [r for r in runs if r.program == k], keep_params=False, threads=threads)
     t_per_cand = time.perf_counter() - t
 
     sampled = [r for r in runs if r.program < sample]
     t = time.perf_counter()
-    alone = [train(task, progs, [r], keep_params=False)[0] for r in sampled]
+    alone = [train(task, progs, [r], keep_params=False, threads=threads)[0] for r in sampled]
     t_alone = (time.perf_counter() - t) * len(progs) / sample
 
     noisy = {k for k, p in enumerate(progs) if p.uses("randn")}

@@ -26,31 +26,67 @@ def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> t
     return y.reshape(w.shape[0], *lead, w.shape[1])
 
 
+def _conv_cols(x: torch.Tensor, w: torch.Tensor, cols: torch.Tensor, shared: bool,
+               b: torch.Tensor | None) -> torch.Tensor:
+    """(P, N, O, L) outputs from im2col columns: ``cols`` (P*N or N, C*k*k, L), w (P, O, C*k*k)."""
+    P, O = w.shape[0], w.shape[1]
+    if shared:  # one product per example with every problem's filters stacked: no P copies of cols
+        y = torch.matmul(w.reshape(P * O, -1), cols)                    # (N, P*O, L)
+        y = y.view(cols.shape[0], P, O, -1).transpose(0, 1)
+    else:
+        N = cols.shape[0] // P
+        y = torch.matmul(w.unsqueeze(1), cols.view(P, N, *cols.shape[1:]))  # (P, N, O, L)
+    if b is not None:
+        y = y + b.view(P, 1, O, 1)
+    return y
+
+
+def _grouped_conv(conv, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, padding: int,
+                  shared: bool) -> torch.Tensor:
+    """Every problem's convolution as one grouped convolution (groups=P), (P, N, O, ...) out."""
+    P, O, C = w.shape[:3]
+    if shared:
+        x = x.unsqueeze(0).expand(P, *x.shape)
+    N = x.shape[1]
+    xg = x.transpose(0, 1).reshape(N, P * C, *x.shape[3:])
+    y = conv(xg, w.reshape(P * O, C, *w.shape[3:]), None if b is None else b.reshape(P * O),
+             padding=padding, groups=P)
+    return y.view(N, P, O, *y.shape[2:]).transpose(0, 1)
+
+
 def conv2d(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None, padding: int = 1) -> torch.Tensor:
-    """2-D convolution per problem as one grouped convolution.
+    """2-D convolution per problem, as im2col and batched matrix products.
 
     x (P, N, C, H, W) or shared (N, C, H, W); w (P, O, C, k, k); b (P, O) -> (P, N, O, H', W').
+    y[p, n, o] = sum_{c,i,j} w[p, o, c, i, j] * x_pad[p, n, c, . + i, . + j] + b[p, o].
     """
-    P, O, C = w.shape[:3]
-    if x.dim() == 4:
-        x = x.unsqueeze(0).expand(P, *x.shape)
-    N, H, W_ = x.shape[1], x.shape[3], x.shape[4]
-    xg = x.permute(1, 0, 2, 3, 4).reshape(N, P * C, H, W_)
-    y = F.conv2d(xg, w.reshape(P * O, C, *w.shape[3:]), None if b is None else b.reshape(P * O),
-                 padding=padding, groups=P)
-    return y.view(N, P, O, *y.shape[2:]).permute(1, 0, 2, 3, 4)
+    # Not a grouped convolution (groups=P): its algorithm, and so its rounding, depends on
+    # P, so a rule trained beside others drifted from the same rule trained alone (AdamW's
+    # sign-like first steps amplify rounding). Matrix products compute each problem's
+    # numbers the same way whatever P is, so results do not depend on the batch. On CUDA
+    # (validation, one run at a time) the grouped convolution is kept for speed.
+    P, O, C, k = w.shape[0], w.shape[1], w.shape[2], w.shape[3]
+    shared = x.dim() == 4
+    if x.is_cuda:  # GPU sizes (validation): cuDNN's grouped convolution, far faster there
+        return _grouped_conv(F.conv2d, x, w, b, padding, shared)
+    H, W_ = x.shape[-2], x.shape[-1]
+    cols = F.unfold(x.reshape(-1, C, H, W_), k, padding=padding)      # (P*N or N, C*k*k, L)
+    y = _conv_cols(x, w.reshape(P, O, C * k * k), cols, shared, b)
+    return y.reshape(P, -1, O, H + 2 * padding - k + 1, W_ + 2 * padding - k + 1)
 
 
 def conv1d(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None, padding: int = 1) -> torch.Tensor:
-    """1-D convolution per problem: x (P, N, C, L) or shared (N, C, L); w (P, O, C, k) -> (P, N, O, L')."""
-    P, O, C = w.shape[:3]
-    if x.dim() == 3:
-        x = x.unsqueeze(0).expand(P, *x.shape)
-    N, L = x.shape[1], x.shape[3]
-    xg = x.permute(1, 0, 2, 3).reshape(N, P * C, L)
-    y = F.conv1d(xg, w.reshape(P * O, C, w.shape[3]), None if b is None else b.reshape(P * O),
-                 padding=padding, groups=P)
-    return y.view(N, P, O, y.shape[-1]).permute(1, 0, 2, 3)
+    """1-D convolution per problem: x (P, N, C, L) or shared (N, C, L); w (P, O, C, k) -> (P, N, O, L').
+
+    The im2col path of :func:`conv2d` with a height of 1 (see there for why not a grouped conv).
+    """
+    P, O, C, k = w.shape[0], w.shape[1], w.shape[2], w.shape[3]
+    if x.is_cuda:
+        return _grouped_conv(F.conv1d, x, w, b, padding, x.dim() == 3)
+    L = x.shape[-1]
+    xs = F.pad(x.reshape(-1, C, 1, L), (padding, padding))
+    cols = F.unfold(xs, (1, k))                                          # (P*N or N, C*k, L')
+    return _conv_cols(x, w.reshape(P, O, C * k), cols, x.dim() == 3, b)
 
 
 def layer_norm(x: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:

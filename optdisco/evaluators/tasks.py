@@ -40,7 +40,8 @@ class Task:
     shapes: Shapes
     loss_floor: float = 1e-6
     suite: str = "proxy"
-    version: int = 1            # bump when data, model or sizes change (invalidates caches)
+    version: int = 2            # bump when data, model, sizes or numerics change (invalidates caches);
+                                # 2: im2col convolutions and one-thread training (batch-independent losses)
     examples_per_step: int = 0  # data per update (for data-equivalent speedups); batch_size if 0
     device: str = "cpu"         # where data live and training runs (init and sampling stay on CPU)
 
@@ -254,7 +255,7 @@ def conv1d_net(params: Params, x: torch.Tensor) -> torch.Tensor:
     h = torch.relu(conv1d(h, params[0], params[1], padding=2))
     h = torch.relu(conv1d(h, params[2], params[3], padding=2))
     P, N = h.shape[:2]
-    h = F.avg_pool1d(h.reshape(P * N, *h.shape[2:]), 4).view(P, N, -1)
+    h = F.avg_pool1d(h.reshape(P * N, *h.shape[2:]), 4).reshape(P, N, -1)
     return linear(h, params[4], params[5])
 
 

@@ -23,8 +23,9 @@ from __future__ import annotations
 import math
 import time
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 
@@ -35,6 +36,11 @@ from .tape import make_step
 from .tasks import Task
 
 EXPLODE = 100.0
+#: Training is single-threaded by default: a multi-threaded matrix product splits its work
+#: by the batch's shape, so a rule trained beside others would round differently from the
+#: same rule trained alone (or from its cached baseline), and chaotic training turns that
+#: rounding into loss differences of tens of percent. The search runs one worker per core.
+TRAIN_THREADS = 1
 WARMUP = 0.05
 
 
@@ -100,12 +106,34 @@ def _short(e: BaseException) -> str:
 
 def train(task: Task, programs: Sequence[Program], runs: Sequence[Run], *, steps: int | None = None,
           n_evals: int = 8, time_limit: float | None = None, keep_params: bool = True,
-          dtype: torch.dtype = torch.float32) -> list[RunResult]:
+          dtype: torch.dtype = torch.float32, threads: int | None = TRAIN_THREADS) -> list[RunResult]:
     """Train every run for ``steps`` updates (task default if None); results in the order of ``runs``.
 
     ``time_limit`` (seconds) applies per program: its own update time plus an equal share of
     the shared forward/backward time; a program over the limit fails with that reason.
+    ``threads``: torch CPU threads while training (None: leave the process's setting).
     """
+    with cpu_threads(threads if task.device == "cpu" else None):
+        return _train(task, programs, runs, steps=steps, n_evals=n_evals, time_limit=time_limit,
+                      keep_params=keep_params, dtype=dtype)
+
+
+@contextmanager
+def cpu_threads(n: int | None) -> Iterator[None]:
+    """torch's intra-op thread count set to ``n`` inside the block (unchanged if None)."""
+    old = torch.get_num_threads()
+    if n is None or n == old:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def _train(task: Task, programs: Sequence[Program], runs: Sequence[Run], *, steps: int | None,
+           n_evals: int, time_limit: float | None, keep_params: bool, dtype: torch.dtype) -> list[RunResult]:
     steps = steps or task.steps
     order = sorted(range(len(runs)), key=lambda i: runs[i].program)  # contiguous rows per program
     rows = [runs[i] for i in order]

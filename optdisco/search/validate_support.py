@@ -158,17 +158,25 @@ def write_back(val: Validation, targets: Sequence[Target], report: str | Path | 
     return done
 
 
+def _leading_number(text: str) -> float:
+    try:
+        return float(text.split()[0])
+    except (ValueError, IndexError):
+        return -math.inf
+
+
 def best_found_rule() -> str | None:
-    """The catalog's found rule with the highest search fitness (its ``Fitness:`` line), or None."""
+    """The catalog's found rule with the highest held-out fitness (its ``StageHeldout:`` line,
+    the funnel's last stage), else the highest search fitness (``Fitness:``), or None.
+
+    Held-out first: search fitness is selected on and overstates (BENCHMARKS.md)."""
     from ..discovered import catalog
-    best, best_fit = None, -math.inf
+    best, best_fit = None, (-math.inf, -math.inf)
     for e in catalog.entries():
         if e.origin != "found":
             continue
-        try:
-            fit = float(catalog.get(e.name).meta.get("Fitness", "").split()[0])
-        except (ValueError, IndexError):
-            fit = -math.inf
+        meta = catalog.get(e.name).meta
+        fit = (_leading_number(meta.get("StageHeldout", "")), _leading_number(meta.get("Fitness", "")))
         if best is None or fit > best_fit:
             best, best_fit = e.name, fit
     return best

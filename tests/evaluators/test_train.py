@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 
 from optdisco.dsl import Program
@@ -28,6 +29,20 @@ def test_batched_equals_one_at_a_time(rules):
         assert b.failure is None and alone.failure is None
         assert math.isclose(b.loss, alone.loss, rel_tol=1e-4, abs_tol=1e-6), (r, b.loss, alone.loss)
         assert torch.allclose(b.params, alone.params, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("task_name", ["digits_cnn", "mnist1d", "ho_digits_cnn"])
+def test_a_rule_trains_the_same_beside_others_as_alone_even_multithreaded(task_name, rules):
+    # Fitness compares a candidate trained in a batch with a baseline trained in another
+    # (and cached): the numbers must not depend on the batch's composition, bit for bit,
+    # whatever the process's thread count (AdamW at a high rate amplifies any rounding).
+    torch.set_num_threads(2)
+    task = get_task(task_name)
+    alone = train(task, [ADAMW], [Run(0, 0.1, 0)], steps=12)[0]
+    beside = train(task, [ADAMW, rules["lion"]], [Run(0, 0.1, 0), Run(0, 0.01, 0), Run(1, 1e-3, 0)], steps=12)[0]
+    assert torch.equal(alone.params, beside.params)
+    assert alone.curve == beside.curve
+    assert torch.get_num_threads() == 2  # restored after training
 
 
 def test_same_seed_same_numbers_and_seeds_differ():

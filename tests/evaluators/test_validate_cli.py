@@ -31,7 +31,7 @@ def mom(w, g, m, *, beta=0.9):
 def found_rule_file(directory: Path) -> Path:
     p = optdisco.parse(NESTEROV_ISH.replace("def mom(", "def found_mom("))
     facts = {"Formula": "m <- beta m + g; w <- w - lr m", "Defaults": "beta=0.9", "Origin": "found",
-             "Campaign": "test.db:7 (seed 0)"}
+             "Campaign": "test.db:7 (seed 0)", "StageHeldout": "+9.0 (higher than any real found rule)"}
     path = directory / "found_mom.rule"
     path.write_text(rule_file_text(p, "Found by a test campaign.", facts), encoding="utf-8")
     return path
