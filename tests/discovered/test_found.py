@@ -15,8 +15,7 @@ FOUND = [e.name for e in catalog.entries() if e.origin == "found"]
 
 
 def test_the_catalog_holds_found_rules():
-    assert {"found_qh_momentum", "found_qh_momentum_b95", "found_ema_momentum", "found_ema_momentum_b05",
-            "found_tanh_momentum"} <= set(FOUND)
+    assert {"found_qh_momentum", "found_qh_momentum_b95", "found_ema_momentum_b05"} <= set(FOUND)
 
 
 @pytest.mark.parametrize("name", FOUND)
@@ -65,7 +64,6 @@ def _run_rule(name, x0, lr, steps):
     ("found_qh_momentum_b95", 1.0, 0.5),
     # u = m + nu g = (1 + nu) * QHM(nu_qhm = 1 / (1 + nu)): the same steps at lr * (1 + nu)
     ("found_qh_momentum", 1.501, 1 / 1.501),
-    ("found_ema_momentum", 1.0, 1.0),
     ("found_ema_momentum_b05", 1.0, 1.0),
 ])
 def test_found_rule_matches_the_method_it_rediscovered(name, lr_scale, nu_qhm):
@@ -77,12 +75,3 @@ def test_found_rule_matches_the_method_it_rediscovered(name, lr_scale, nu_qhm):
     torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-12)
 
 
-
-def test_tanh_momentum_is_an_ema_of_the_soft_clipped_gradient():
-    beta = catalog.get("found_tanh_momentum").hyperparameter_defaults["beta"]
-    x0 = torch.randn(6, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
-    x, m = x0.clone(), torch.zeros_like(x0)
-    for t in range(40):
-        m = beta * m + (1 - beta) * torch.tanh(_grads(x, t))
-        x = x - 0.01 * m
-    torch.testing.assert_close(_run_rule("found_tanh_momentum", x0, 0.01, 40), x, rtol=1e-10, atol=1e-12)
