@@ -256,8 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", default="report.html")
     s.set_defaults(fn=cmd_report)
 
-    s = sub.add_parser("bench", help="run a benchmark script: kernels, eval or search")
-    s.add_argument("what", choices=["kernels", "eval", "search"])
+    s = sub.add_parser("bench", help="run a benchmark script: kernels, eval, search, heldout or surrogate")
+    s.add_argument("what", choices=["kernels", "eval", "search", "heldout", "surrogate"])
     s.add_argument("rest", nargs=argparse.REMAINDER)
     s.set_defaults(fn=cmd_bench)
     return ap
