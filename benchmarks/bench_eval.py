@@ -93,7 +93,10 @@ def rank_correlation(names: list[str], budget: float) -> None:
           f"{time.perf_counter() - t:.0f}s):")
     for n, p, h in sorted(zip(names, proxy, held), key=lambda x: -x[1].fitness):
         print(f"  {n:14s} proxy {p.fitness:+7.3f}  held-out {h.fitness:+7.3f}")
-    print(f"spearman rho: {spearman([e.fitness for e in proxy], [e.fitness for e in held]):.3f}")
+    held_fit = [e.fitness for e in held]
+    print("  per proxy task, spearman rho of its ranking with the held-out ranking: " + ", ".join(
+        f"{t} {spearman([e.per_task[t] for e in proxy], held_fit):+.2f}" for t in proxy[0].per_task))
+    print(f"spearman rho: {spearman([e.fitness for e in proxy], held_fit):.3f}")
 
 
 def main() -> None:
