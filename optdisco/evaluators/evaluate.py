@@ -21,7 +21,8 @@ import torch
 from ..dsl import Program
 from . import cache
 from .baseline import baseline_program
-from .fitness import WORST_LOG_RATIO, bootstrap_ci, log_ratio, mean_fitness, prob_beats
+from .fitness import (AGGREGATES, WORST_LOG_RATIO, bootstrap_ci, log_ratio, mean_fitness, prob_beats,
+                      standardized)
 from .properties import solution_properties
 from .tasks import Task, get_task, suite_tasks
 from .tuning import DEFAULT_LR_GRID, REFINE, tune
@@ -89,13 +90,20 @@ def evaluate(programs: Sequence[Program], *, suite: str = "proxy", tasks: Sequen
              seeds: int = 1, budget: float = 1.0, lr_grid: Sequence[float] = DEFAULT_LR_GRID,
              time_limit: float | None = None, cache_dir: "str | Path | None" = None,
              baseline: "str | Program" = "adamw", scale: str = "cpu", refine: float | None = REFINE,
-             properties: bool = True, curves: bool = True, device: str = "cpu") -> list[Evaluation]:
+             properties: bool = True, curves: bool = True, device: str = "cpu",
+             aggregate: str = "mean") -> list[Evaluation]:
     """Evaluate each program on the tasks of ``suite`` (or ``tasks``) against the tuned baseline.
+
+    ``aggregate``: "mean" (fitness = mean over tasks of the log-ratios) or "standardized"
+    (each task's log-ratios first divided by its catalog spread, :func:`fitness.standardized`;
+    ``per_task`` stays in plain log-ratios either way).
 
     ``seeds`` seeds 0..seeds-1; ``budget`` scales each task's default steps; ``time_limit``
     is seconds per program for the whole evaluation (a program over it fails the remaining
     tasks). All programs train together, batched, on ``device``. Returns one :class:`Evaluation` per program.
     """
+    if aggregate not in AGGREGATES:
+        raise ValueError(f"aggregate must be one of {AGGREGATES}, not {aggregate!r}")
     t_start = time.perf_counter()
     names = list(tasks) if tasks else suite_tasks(suite)
     seed_list = list(range(max(1, seeds)))
@@ -153,8 +161,9 @@ def evaluate(programs: Sequence[Program], *, suite: str = "proxy", tasks: Sequen
     wall = time.perf_counter() - t_start
     for k, ev in enumerate(results):
         ev.per_task = {t: float(sum(v) / len(v)) for t, v in ratios[k].items()}
-        ev.fitness = mean_fitness(ratios[k])
-        ev.ci_low, ev.ci_high = bootstrap_ci(ratios[k])
+        scored = standardized(ratios[k]) if aggregate == "standardized" else ratios[k]
+        ev.fitness = mean_fitness(scored)
+        ev.ci_low, ev.ci_high = bootstrap_ci(scored)
         if len(seed_list) == 1:
             ev.ci_low = ev.ci_high = ev.fitness
         ev.p_beats_baseline = prob_beats(base_losses, ev.losses)

@@ -27,6 +27,25 @@ def log_ratio(baseline_loss: float, candidate_loss: float, floor: float = 0.0) -
     return float(min(max(math.log(b / c), WORST_LOG_RATIO), BEST_LOG_RATIO))
 
 
+#: Spread (standard deviation) of 12 catalog rules' log-ratios on each proxy task at budget
+#: 1.0, measured 2026-11-29 by benchmarks/rank_aggregates.py. Dividing by it puts tasks on
+#: one scale: the plain mean is ruled by rosenbrock (spread 1.7) while the tasks that
+#: predict the held-out ranking best spread 0.03. Tasks not listed keep scale 1.
+TASK_SCALES: dict[str, float] = {
+    "quadratic": 0.271, "rosenbrock": 1.706, "logreg": 0.232, "digits_mlp": 0.457, "digits_cnn": 0.275,
+    "mnist1d": 0.084, "char_lm": 0.029, "teacher_student": 0.044, "autoencoder": 0.025,
+}
+AGGREGATES = ("mean", "standardized")
+
+
+def standardized(ratios: Mapping[str, Sequence[float]]) -> dict[str, list[float]]:
+    """Each task's log-ratios divided by its catalog spread (:data:`TASK_SCALES`), clamped:
+    r_t / s_t in [WORST_LOG_RATIO, BEST_LOG_RATIO]; a failure stays WORST_LOG_RATIO."""
+    return {t: [WORST_LOG_RATIO if r <= WORST_LOG_RATIO else
+                float(min(max(r / TASK_SCALES.get(t, 1.0), WORST_LOG_RATIO), BEST_LOG_RATIO)) for r in v]
+            for t, v in ratios.items()}
+
+
 def mean_fitness(ratios: Mapping[str, Sequence[float]]) -> float:
     """Mean over tasks of the mean over seeds of the log ratios."""
     return float(np.mean([np.mean(v) for v in ratios.values()])) if ratios else WORST_LOG_RATIO

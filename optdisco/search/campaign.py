@@ -37,8 +37,11 @@ FUNNEL_TIME_FACTOR = 10
 def search_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The evaluation settings of the search phase (what its cache key is made of)."""
     f = cfg["fitness"]
-    return {"evaluator": f["evaluator"], "suite": f["suite"], "tasks": list(f["tasks"]),
-            "seeds": f["seeds"], "budget": f["budget"]}
+    out = {"evaluator": f["evaluator"], "suite": f["suite"], "tasks": list(f["tasks"]),
+           "seeds": f["seeds"], "budget": f["budget"]}
+    if f.get("aggregate", "mean") != "mean":  # only then: stores made before the key keep their cache keys
+        out["aggregate"] = f["aggregate"]
+    return out
 
 
 def stage_settings(cfg: Mapping[str, Any], stage: Mapping[str, Any]) -> dict[str, Any]:

@@ -57,6 +57,7 @@ SCHEMA: dict[str, dict[str, _Key]] = {
         "seeds": _Key(int, 1, 64),
         "budget": _Key(float, 0.0),
         "time_limit": _Key(float, 0.0),
+        "aggregate": _Key(str, choices=("mean", "standardized")),
     },
     "distributed": {
         "address": _Key(str),

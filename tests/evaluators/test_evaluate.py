@@ -76,3 +76,14 @@ def test_time_limit_is_a_failure(tmp_path):
     (ev,) = evaluate([ADAMW], cache_dir=tmp_path, time_limit=1e-6, **SMALL)
     assert ev.failure and "time limit" in ev.failure
     assert ev.fitness == WORST_LOG_RATIO
+
+
+def test_standardized_aggregate_keeps_per_task_values_and_rescales_fitness(tmp_path, rules):
+    from optdisco.evaluators.fitness import TASK_SCALES
+    (plain,) = evaluate([rules["lion"]], cache_dir=tmp_path, **SMALL)
+    (z,) = evaluate([rules["lion"]], cache_dir=tmp_path, aggregate="standardized", **SMALL)
+    assert z.per_task == plain.per_task
+    expected = sum(max(min(v / TASK_SCALES[t], 10.0), -10.0) for t, v in plain.per_task.items()) / len(plain.per_task)
+    assert z.fitness == pytest.approx(expected)
+    with pytest.raises(ValueError, match="aggregate"):
+        evaluate([rules["lion"]], cache_dir=tmp_path, aggregate="median", **SMALL)

@@ -3,6 +3,7 @@ import math
 import pytest
 
 from optdisco.evaluators import WORST_LOG_RATIO, bootstrap_ci, log_ratio, mean_fitness, prob_beats
+from optdisco.evaluators.tasks import suite_tasks
 
 
 def test_log_ratio_known_values():
@@ -33,3 +34,13 @@ def test_prob_beats_known_numbers():
     # task a: pairs (1.5<1?no)(1.5<2 yes)(0.5<1 yes)(0.5<2 yes) = 3/4; task b: lost
     assert prob_beats(base, cand) == pytest.approx((0.75 + 0.0) / 2)
     assert prob_beats({"a": [1.0]}, {"a": [1.0]}) == 0.5
+
+
+def test_standardized_aggregate_divides_each_task_by_its_catalog_spread():
+    from optdisco.evaluators.fitness import TASK_SCALES, standardized
+    ratios = {"rosenbrock": [1.706], "char_lm": [0.029], "unknown_task": [0.5], "autoencoder": [WORST_LOG_RATIO]}
+    z = standardized(ratios)
+    assert z["rosenbrock"] == pytest.approx([1.0]) and z["char_lm"] == pytest.approx([1.0])
+    assert z["unknown_task"] == [0.5] and z["autoencoder"] == [WORST_LOG_RATIO]
+    assert standardized({"char_lm": [5.0]})["char_lm"] == [10.0]  # clamped to the best ratio
+    assert set(TASK_SCALES) == set(suite_tasks("proxy"))

@@ -58,3 +58,13 @@ def test_bad_flags_and_missing_file_are_errors(tmp_path):
         config.load(None, {"preset": "huge"})
     with pytest.raises(ConfigError, match="cannot read config file"):
         config.load(tmp_path / "missing.toml")
+
+
+def test_standardized_aggregate_is_a_setting_that_only_then_enters_cache_keys():
+    from optdisco.search.campaign import search_settings
+    plain = config.load(None, {})
+    assert plain["fitness"]["aggregate"] == "mean" and "aggregate" not in search_settings(plain)
+    z = config.load(None, {"fitness.aggregate": "standardized"})
+    assert search_settings(z)["aggregate"] == "standardized"
+    with pytest.raises(config.ConfigError, match="aggregate"):
+        config.load(None, {"fitness.aggregate": "median"})
