@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..dsl import Program, parse
-from .leaderboard import math_text
+from .leaderboard import fitness_definition, math_text
 from .simplify import tidy
 from .store import Store
 
@@ -72,7 +72,7 @@ def found_rules(db: str | Path) -> list[dict]:
                             f"fitness {cfg.get('fitness', {}).get('evaluator')} on "
                             f"{', '.join(cfg.get('fitness', {}).get('tasks') or ['the proxy suite'])})",
                 "Searched": searched_form(row.source),
-                "Fitness": f"{row.fitness:+.4f} (search; mean log(AdamW loss / rule loss))",
+                "Fitness": f"{row.fitness:+.4f} (search; {fitness_definition(cfg)})",
                 "Date": time.strftime("%Y-%m-%d", time.gmtime(row.created)),
             }
             for stage in funnel:

@@ -109,12 +109,19 @@ def references(store: Store) -> list[dict[str, Any]]:
     return out
 
 
+def fitness_definition(cfg: dict[str, Any]) -> str:
+    """How a campaign's search fitness is computed, in words (its ``fitness.aggregate``)."""
+    if cfg.get("fitness", {}).get("aggregate", "mean") == "standardized":
+        return "mean log(AdamW loss / rule loss) / task spread"
+    return "mean log(AdamW loss / rule loss)"
+
+
 def rich_table(store: Store, k: int = 8):
     """The leaderboard as a rich Table."""
     from rich.table import Table
     stages = [s["stage"] for s in json.loads(store.get_meta("funnel") or "[]")]
-    t = Table(title="leaderboard (fitness = mean log(AdamW loss / rule loss); > 0 beats AdamW)",
-              expand=True)
+    cfg = json.loads(store.get_meta("config_json") or "{}")
+    t = Table(title=f"leaderboard (fitness = {fitness_definition(cfg)}; > 0 beats AdamW)", expand=True)
     t.add_column("#", no_wrap=True)
     t.add_column("id", no_wrap=True)
     t.add_column("rule (math)", ratio=1, min_width=30, overflow="fold")

@@ -65,6 +65,8 @@ def _run_rule(name, x0, lr, steps):
     # u = m + nu g = (1 + nu) * QHM(nu_qhm = 1 / (1 + nu)): the same steps at lr * (1 + nu)
     ("found_qh_momentum", 1.501, 1 / 1.501),
     ("found_ema_momentum_b05", 1.0, 1.0),
+    ("found_ema_momentum_b046", 1.0, 1.0),
+    ("found_ema_momentum_b069", 1.0, 1.0),
 ])
 def test_found_rule_matches_the_method_it_rediscovered(name, lr_scale, nu_qhm):
     rule = catalog.get(name)
