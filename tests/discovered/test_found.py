@@ -12,13 +12,19 @@ from optdisco.dsl import equivalent
 from optdisco.search.found import parse_searched_form
 
 FOUND = [e.name for e in catalog.entries() if e.origin == "found"]
+SEARCHED = [n for n in FOUND if "Searched" in catalog.get(n).meta]   # from a campaign
+LEARNED = [n for n in FOUND if "Learned" in catalog.get(n).meta]     # from optdisco learn
 
 
 def test_the_catalog_holds_found_rules():
     assert {"found_qh_momentum", "found_qh_momentum_b95", "found_ema_momentum_b05"} <= set(FOUND)
 
 
-@pytest.mark.parametrize("name", FOUND)
+def test_every_found_rule_comes_from_a_campaign_or_from_learning():
+    assert set(SEARCHED) | set(LEARNED) == set(FOUND) and LEARNED
+
+
+@pytest.mark.parametrize("name", SEARCHED)
 def test_found_rule_is_its_searched_program(name):
     # the body was tidied for reading; it must still compute the stored program's updates
     rule = catalog.get(name)
@@ -27,7 +33,19 @@ def test_found_rule_is_its_searched_program(name):
     assert verdict.equal, verdict.detail
 
 
-@pytest.mark.parametrize("name", FOUND)
+@pytest.mark.parametrize("name", LEARNED)
+def test_learned_rule_provenance_and_its_source_rule(name):
+    rule = catalog.get(name)
+    meta = rule.meta
+    for key in ("Campaign", "Learned", "Validation", "Date"):
+        assert meta.get(key), f"{name}: no {key}"
+    # the same program as the rule it was learned from, with other constants
+    base = catalog.get(name.removesuffix("_learned"))
+    assert rule.body == base.body and rule.update == base.update
+    assert rule.hyperparameter_names == base.hyperparameter_names
+
+
+@pytest.mark.parametrize("name", SEARCHED)
 def test_found_rule_provenance(name):
     meta = catalog.get(name).meta
     for key in ("Campaign", "Fitness", "Date", "StageHeldout", "Searched"):

@@ -17,6 +17,7 @@ provenance) and its comparison with the paper defaults on a held-out suite.
 from __future__ import annotations
 
 import json
+import time
 import math
 import os
 from dataclasses import asdict, dataclass, field, replace
@@ -235,6 +236,7 @@ class ConstantLearner:
 
     def result(self) -> LearnResult:
         """Evaluate paper defaults and learned values on the training and held-out suites."""
+        from ..found import default_lr
         learned = self.program_at(self.z, rounded=True)
         base = self.program
         proxy = self.evaluate([base.source(), learned.source()], self.cfg.settings())
@@ -244,11 +246,14 @@ class ConstantLearner:
         after = [v for _, v in parameters_of(learned)]
         facts = {
             "Formula": base.meta.get("Formula", "as in " + base.name),
-            "Defaults": ", ".join(f"{n}={v:g}" for n, v in learned.hyperparameters) or "none",
+            # a catalog rule states its learning rate: the learned rule's tuned rates on the held-out tasks
+            "Defaults": ", ".join([f"lr={default_lr([held[1].get('tuned_lr') or {}])!r}"]
+                                  + [f"{n}={v:g}" for n, v in learned.hyperparameters]),
             "Origin": "found",
             "Campaign": (f"optdisco learn {base.name}: ES ({self.cfg.pairs} antithetic pairs, sigma {self.cfg.sigma}, "
                          f"{self.iteration} iterations, seed {self.cfg.seed}) on suite {self.cfg.suite}"),
             "Learned": "; ".join(f"{n}: {a:g} -> {b:g}" for n, a, b in zip(self.names, self.x0, after)),
+            "Date": time.strftime("%Y-%m-%d", time.gmtime()),
             "Validation": (f"fitness vs tuned AdamW, paper defaults -> learned: {self.cfg.suite} "
                            f"{pf[0]:+.3f} -> {pf[1]:+.3f}; {self.cfg.heldout_suite} {hf[0]:+.3f} -> {hf[1]:+.3f}"),
         }
@@ -279,5 +284,5 @@ def rule_text(result: LearnResult) -> str:
     from ...discovered.catalog import rule_file_text
     meta = result.program.meta
     summary = f"{result.program.name}: the {result.program.name[:-len('_learned')]} rule with meta-learned constants"
-    keys = ("Formula", "Defaults", "Origin", "Campaign", "Learned", "Validation")
+    keys = ("Formula", "Defaults", "Origin", "Campaign", "Learned", "Date", "Validation")
     return rule_file_text(result.program, summary, {k: meta[k] for k in keys if k in meta})

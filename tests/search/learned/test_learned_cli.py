@@ -27,7 +27,7 @@ def test_learn_rule_writes_a_loadable_found_rule(tmp_path):
     text = con.file.getvalue()
     assert "beats the paper defaults on heldout:" in text and res.names == ["beta1", "beta2", "wd"]
     prog = load_text("lion_learned", out.read_text(), "found", "found/lion_learned.rule")
-    assert prog.meta["Origin"] == "found"
+    assert prog.meta["Origin"] == "found" and prog.meta["Defaults"].startswith("lr=")
     assert (tmp_path / "lion_learned.rule.ckpt.npz").exists()
 
 
