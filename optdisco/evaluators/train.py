@@ -178,8 +178,9 @@ def _train(task: Task, programs: Sequence[Program], runs: Sequence[Run], *, step
         alive.logical_and_(~mask)
         flat = torch.where(alive.unsqueeze(1), flat, init_flat)
         for k, s, e in groups:
-            for st in states[k]:
-                st.masked_fill_(~alive[s:e].unsqueeze(1), 0.0)
+            # not in place: a rule may return a state that is an expanded (broadcast) view
+            states[k] = [torch.where(alive[s:e].unsqueeze(1), st, torch.zeros((), dtype=st.dtype))
+                         for st in states[k]]
             group_alive[k] = bool(alive[s:e].any())
 
     for t in range(1, steps + 1):
