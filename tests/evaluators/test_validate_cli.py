@@ -136,8 +136,20 @@ def test_gpu_scale_without_cuda_says_so(capsys):
     assert "needs a CUDA device" in capsys.readouterr().out
 
 
-def test_gpu_check_validate_arguments_at_cpu_scale(tmp_path, capsys):
+def test_gpu_check_validate_arguments_at_cpu_scale(tmp_path, capsys, monkeypatch):
     # gpu_check.sh's validate command with its own arguments, at cpu scale; then --report-only.
+    # The best found rule is a real catalog rule: its provenance write-back goes to a copy.
+    real_file = validate_support.catalog_file
+    copies = tmp_path / "catalog"
+
+    def copy_of(source):
+        dst = copies / source
+        if not dst.exists():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.write_bytes(real_file(source).read_bytes())
+        return dst
+    monkeypatch.setattr(validate_support, "catalog_file", copy_of)
+    before = {p: p.read_bytes() for p in (ROOT / "optdisco" / "discovered").rglob("*.rule")}
     script = (ROOT / "benchmarks" / "gpu_check.sh").read_text()
     args = shlex.split(re.search(r"^VALIDATE_ARGS=\((.*)\)$", script, re.M).group(1))
     assert "best_found_rule" in script and "--report-only" in script
@@ -148,6 +160,7 @@ def test_gpu_check_validate_arguments_at_cpu_scale(tmp_path, capsys):
     assert main(["validate", best, "--scale", "cpu", *args, "-o", out, "--report-only"]) == 0
     printed = " ".join(capsys.readouterr().out.split())
     assert "0 trainings run" in printed and "ho_char_lm" in printed and "missing" not in printed
+    assert {p: p.read_bytes() for p in (ROOT / "optdisco" / "discovered").rglob("*.rule")} == before
 
 
 def test_a_store_from_before_validations_gains_the_table(tmp_path):
