@@ -24,14 +24,12 @@ the other way round) are equal in distribution but hash differently; a false
 from __future__ import annotations
 
 import hashlib
-from contextlib import contextmanager
 from dataclasses import replace
-from typing import Iterator
 
 import numpy as np
 import torch
 
-from .interpreter import run
+from .interpreter import cpu_threads, run
 from .ir import Call, Expr, Name, Program
 
 #: Version of the recipe; bump it when anything below changes (cached hashes go stale).
@@ -106,22 +104,12 @@ def _problems() -> list[dict]:
 _PROBLEMS = _problems()
 
 
-@contextmanager
-def single_threaded() -> Iterator[None]:
-    """Run torch on one intra-op thread inside the block.
+def single_threaded():
+    """Run torch on one intra-op thread inside the block (a :func:`cpu_threads` block).
 
     On tensors this small, torch still splits some ops (sqrt among them) across its thread
-    pool, and on a busy machine the synchronization costs ~0.5 ms per op instead of ~4 us.
-    The setting is process-wide while the block runs (it is restored after)."""
-    n = torch.get_num_threads()
-    if n == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
+    pool, and on a busy machine the synchronization costs ~0.5 ms per op instead of ~4 us."""
+    return cpu_threads(1)
 
 
 def updates(p: Program) -> list[np.ndarray]:

@@ -12,7 +12,8 @@ broadcast against ``w`` (shape ``(B, 1, ..., 1)`` gives one value per problem).
 from __future__ import annotations
 
 import math
-from typing import Callable, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Callable, Iterator, Mapping, Sequence
 
 import torch
 
@@ -213,3 +214,19 @@ def trajectory(program: Program, w: torch.Tensor, grads: Sequence[torch.Tensor] 
         w = w - lr_t * u
         out.append(w)
     return out
+
+
+@contextmanager
+def cpu_threads(n: int | None) -> Iterator[None]:
+    """torch's intra-op thread count set to ``n`` inside the block (unchanged if None).
+
+    The setting is process-wide while the block runs (it is restored after)."""
+    old = torch.get_num_threads()
+    if n is None or n == old:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)

@@ -23,14 +23,14 @@ from __future__ import annotations
 import math
 import time
 import zlib
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import torch
 
 from ..dsl import Program
 from ..dsl.builtins import BUILTINS, kind_of
+from ..dsl.interpreter import cpu_threads
 from ..dsl.ir import Call
 from .tape import make_step
 from .tasks import Task
@@ -116,20 +116,6 @@ def train(task: Task, programs: Sequence[Program], runs: Sequence[Run], *, steps
     with cpu_threads(threads if task.device == "cpu" else None):
         return _train(task, programs, runs, steps=steps, n_evals=n_evals, time_limit=time_limit,
                       keep_params=keep_params, dtype=dtype)
-
-
-@contextmanager
-def cpu_threads(n: int | None) -> Iterator[None]:
-    """torch's intra-op thread count set to ``n`` inside the block (unchanged if None)."""
-    old = torch.get_num_threads()
-    if n is None or n == old:
-        yield
-        return
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def _train(task: Task, programs: Sequence[Program], runs: Sequence[Run], *, steps: int | None,
