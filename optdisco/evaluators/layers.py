@@ -26,8 +26,7 @@ def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> t
     return y.reshape(w.shape[0], *lead, w.shape[1])
 
 
-def _conv_cols(x: torch.Tensor, w: torch.Tensor, cols: torch.Tensor, shared: bool,
-               b: torch.Tensor | None) -> torch.Tensor:
+def _conv_cols(w: torch.Tensor, cols: torch.Tensor, shared: bool, b: torch.Tensor | None) -> torch.Tensor:
     """(P, N, O, L) outputs from im2col columns: ``cols`` (P*N or N, C*k*k, L), w (P, O, C*k*k)."""
     P, O = w.shape[0], w.shape[1]
     if shared:  # one product per example with every problem's filters stacked: no P copies of cols
@@ -71,7 +70,7 @@ def conv2d(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None, padd
         return _grouped_conv(F.conv2d, x, w, b, padding, shared)
     H, W_ = x.shape[-2], x.shape[-1]
     cols = F.unfold(x.reshape(-1, C, H, W_), k, padding=padding)      # (P*N or N, C*k*k, L)
-    y = _conv_cols(x, w.reshape(P, O, C * k * k), cols, shared, b)
+    y = _conv_cols(w.reshape(P, O, C * k * k), cols, shared, b)
     return y.reshape(P, -1, O, H + 2 * padding - k + 1, W_ + 2 * padding - k + 1)
 
 
@@ -86,7 +85,7 @@ def conv1d(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None, padd
     L = x.shape[-1]
     xs = F.pad(x.reshape(-1, C, 1, L), (padding, padding))
     cols = F.unfold(xs, (1, k))                                          # (P*N or N, C*k, L')
-    return _conv_cols(x, w.reshape(P, O, C * k), cols, x.dim() == 3, b)
+    return _conv_cols(w.reshape(P, O, C * k), cols, x.dim() == 3, b)
 
 
 def layer_norm(x: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:

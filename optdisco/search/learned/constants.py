@@ -17,9 +17,9 @@ provenance) and its comparison with the paper defaults on a held-out suite.
 from __future__ import annotations
 
 import json
-import time
 import math
 import os
+import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
