@@ -249,23 +249,34 @@ class Optimizer(torch.optim.Optimizer):
                                               value["absmax"].to(device=p.device, dtype=torch.float32, copy=True))
                     self.state[p][name] = q if self._quantized(p) else \
                         q.dequantize().to(state_dtype(p)).view_as(p)
-                elif isinstance(value, torch.Tensor):
+                elif isinstance(value, torch.Tensor) and (self._quantized(p) or state_dtype(p) != p.dtype):
+                    # (otherwise torch's own load already holds the right float32 tensor)
                     full = value.to(dtype=state_dtype(p), device=p.device, copy=True)
                     self.state[p][name] = quant8.quantize(full) if self._quantized(p) else full
 
     def state_nbytes(self) -> int:
-        """Bytes held by the rule's per-parameter states (step counters excluded)."""
-        total = 0
-        for st in self.state.values():
-            for k, v in st.items():
-                if k != "step":
-                    total += v.nbytes() if callable(getattr(v, "nbytes", None)) else v.numel() * v.element_size()
-        return total
+        """Bytes held by the rule's per-parameter states (:func:`state_nbytes`)."""
+        return state_nbytes(self)
 
     def __repr__(self) -> str:
         bits = "" if self.state_bits == 32 else f", state_bits={self.state_bits}"
         return f"optdisco.Optimizer(rule='{self.program.name}', backend='{self.backend_name}'{bits}, " \
                f"groups={len(self.param_groups)})"
+
+
+def state_nbytes(opt: torch.optim.Optimizer) -> int:
+    """Bytes of any torch optimizer's per-parameter state (step counters excluded): tensors
+    at numel x element size, 8-bit blockwise states at their own ``nbytes()``."""
+    total = 0
+    for st in opt.state.values():
+        for k, v in st.items():
+            if k == "step":
+                continue
+            if isinstance(v, torch.Tensor):
+                total += v.numel() * v.element_size()
+            elif callable(getattr(v, "nbytes", None)):
+                total += v.nbytes()
+    return total
 
 
 def _saved_state(value: Any) -> Any:

@@ -179,16 +179,8 @@ _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 def state_bytes(opt: torch.optim.Optimizer) -> int:
     """Bytes of the optimizer's per-parameter state tensors (step counters excluded)."""
-    total = 0
-    for st in opt.state.values():
-        for k, v in st.items():
-            if k == "step":
-                continue
-            if isinstance(v, torch.Tensor):
-                total += v.numel() * v.element_size()
-            elif callable(getattr(v, "nbytes", None)):  # 8-bit blockwise states
-                total += v.nbytes()
-    return total
+    from ..discovered.optimizer import state_nbytes
+    return state_nbytes(opt)
 
 
 def train_unit(task: Task, make: MakeOptimizer, lr: float, seed: int, steps: int, *,
