@@ -29,10 +29,7 @@ def searched_form(source: str) -> str:
     """A program as the search stored it, on one line: its signature, then its statements
     ``; ``-separated (``name(w, g, m, *, wd=0.0): m = ...; return ...``), for the provenance
     of a found rule whose body was tidied for reading. :func:`parse_searched_form` reads it back."""
-    text = parse(source).source()
-    if '"""' in text:  # drop the docstring, keep the signature line
-        head, _, rest = text.partition("\n")
-        text = head + rest.split('"""', 2)[-1]
+    text = replace(parse(source), docstring=None).source()
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     return lines[0][len("def "):] + " " + "; ".join(lines[1:])
 
