@@ -3,33 +3,46 @@ held-out ranking of 12 catalog rules for several aggregates of the per-task log-
 
     python benchmarks/rank_aggregates.py
 
-The held-out fitnesses are the ones `bench_eval.py --rank` printed on 2026-11-29 (after the
-batch-independence fix); the proxy per-task values are recomputed and written to
-proxy_per_task.json beside the current directory.
+The proxy per-task log-ratios are recomputed (budget 1.0); the held-out fitnesses are the
+ones ``bench_eval.py --rank`` printed on 2026-11-29 04:35 UTC, after the batch-independence
+fix (recomputing them takes another ~4 minutes; rerun ``bench_eval.py --rank`` to check).
 """
-import json, numpy as np
+
+from __future__ import annotations
+
+import numpy as np
+from bench_eval import spearman
+
 from optdisco import catalog
 from optdisco.evaluators import evaluate
-names = ["sgd", "momentum", "nesterov", "adam", "adamw", "nadamw", "lion", "signum", "adabelief", "rmsprop", "adagrad", "lamb"]
-held = {"nesterov": -0.073, "momentum": -0.112, "adamw": 0.0, "adam": 0.090, "adabelief": 0.152, "nadamw": 0.224,
-        "rmsprop": 0.286, "signum": 0.014, "adagrad": -0.140, "lamb": 0.006, "sgd": -0.334, "lion": -0.474}
-evs = evaluate([catalog.get(n) for n in names], suite="proxy", budget=1.0, properties=False)
-per = {n: e.per_task for n, e in zip(names, evs)}
-json.dump(per, open("proxy_per_task.json", "w"), indent=1)
-def sp(a, b):
-    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
-    return float(np.corrcoef(ra, rb)[0, 1])
-h = [held[n] for n in names]
-tasks = list(per[names[0]])
-for c in (None, 2.0, 1.0, 0.5, 0.25):
-    f = [np.mean([np.clip(per[n][t], -c, c) if c else per[n][t] for t in tasks]) for n in names]
-    print("clip", c, "rho", round(sp(f, h), 3))
-sd = {t: float(np.std([per[n][t] for n in names])) for t in tasks}
-for t in tasks:
-    print(t, "spread", round(sd[t], 3))
-print("standardized mean (each task divided by its spread) rho",
-      round(sp([np.mean([per[n][t] / sd[t] for t in tasks]) for n in names], h), 3))
-print("mean without rosenbrock rho", round(sp([np.mean([per[n][t] for t in tasks if t != "rosenbrock"]) for n in names], h), 3))
-print("median rho", round(sp([np.median([per[n][t] for t in tasks]) for n in names], h), 3))
-default4 = ["quadratic", "logreg", "digits_mlp", "teacher_student"]
-print("mean of the default campaign's 4 tasks rho", round(sp([np.mean([per[n][t] for t in default4]) for n in names], h), 3))
+
+HELDOUT = {"nesterov": -0.073, "momentum": -0.112, "adamw": 0.0, "adam": 0.090, "adabelief": 0.152,
+           "nadamw": 0.224, "rmsprop": 0.286, "signum": 0.014, "adagrad": -0.140, "lamb": 0.006,
+           "sgd": -0.334, "lion": -0.474}
+DEFAULT_CAMPAIGN_TASKS = ["quadratic", "logreg", "digits_mlp", "teacher_student"]
+
+
+def main() -> None:
+    names = list(HELDOUT)
+    evs = evaluate([catalog.get(n) for n in names], suite="proxy", budget=1.0, properties=False)
+    per = {n: e.per_task for n, e in zip(names, evs)}
+    held = [HELDOUT[n] for n in names]
+    tasks = list(per[names[0]])
+
+    def rho(aggregate) -> float:
+        return round(spearman([aggregate(per[n]) for n in names], held), 3)
+
+    for c in (None, 2.0, 1.0, 0.5, 0.25):
+        print("clip", c, "rho", rho(lambda r: np.mean([np.clip(r[t], -c, c) if c else r[t] for t in tasks])))
+    spread = {t: float(np.std([per[n][t] for n in names])) for t in tasks}
+    for t in tasks:
+        print(t, "spread", round(spread[t], 3))
+    print("standardized mean (each task divided by its spread) rho",
+          rho(lambda r: np.mean([r[t] / spread[t] for t in tasks])))
+    print("mean without rosenbrock rho", rho(lambda r: np.mean([r[t] for t in tasks if t != "rosenbrock"])))
+    print("median rho", rho(lambda r: np.median([r[t] for t in tasks])))
+    print("mean of the default campaign's 4 tasks rho", rho(lambda r: np.mean([r[t] for t in DEFAULT_CAMPAIGN_TASKS])))
+
+
+if __name__ == "__main__":
+    main()
