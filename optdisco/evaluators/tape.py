@@ -1,106 +1,295 @@
-"""A program flattened once into a tape, for the many small updates of batched training.
+"""A rule compiled once into Python code that updates rows of the trainer's flat buffer.
 
-The reference interpreter walks the expression trees on every call and converts every
-literal and hyperparameter to a tensor each time; over thousands of steps x dozens of
-rules that Python overhead dominates training. A :class:`Tape` resolves the program into
-its expression DAG (:meth:`Program.outputs`), orders the distinct nodes once, keeps
-literals and hyperparameters as ready tensors, and then runs the same torch
-implementations (:data:`optdisco.dsl.interpreter.TORCH_IMPL`) with the same context, so it
-computes exactly what :func:`optdisco.dsl.run` computes (tests compare them bit for bit).
+Batched training keeps every run's parameters as one row of a flat ``(rows, N)`` buffer
+(the task's tensors side by side, see :func:`optdisco.evaluators.train.train`). The
+reference interpreter walks the expression trees on every call, converts every literal
+and hyperparameter to a tensor each time, and must be called tensor by tensor for rules
+with reductions or matrix built-ins. Over thousands of steps x dozens of rules that
+overhead dominates training. A :class:`FlatTape` instead:
+
+* resolves the program into its expression DAG (:meth:`Program.outputs`) and writes one
+  line of straight-line torch code per distinct node (exactly the interpreter's
+  expressions, :data:`optdisco.dsl.interpreter.TORCH_IMPL`: on the catalog's rules the
+  results agree bit for bit, in general to the last bits, since torch's vectorized and
+  scalar kernels, taken for contiguous and strided operands, may round ``pow`` or ``exp``
+  differently);
+* folds the step-independent scalar nodes (``1 - beta1``) once per dtype and device;
+* runs elementwise nodes once over the whole flat row, and per-tensor built-ins on the
+  layout's segments: a reduction gives a ``(rows, T)`` tensor (one value per run and
+  tensor), which is widened to ``(rows, N)`` (``repeat_interleave``) only where it meets a
+  full-width value; a matrix built-in runs per tensor on its shaped view.
+
+Each node has a static kind (0-d scalar, per-run ``(rows, 1)``, per-tensor ``(rows, T)``
+or full ``(rows, N)``), so the widening is decided when the code is written, not per call.
 Rules that call ``randn()`` are not taped (merging equal subexpressions would merge
-distinct draws): :func:`make_step` returns the reference interpreter for them.
+distinct draws): :func:`make_step` gives them :class:`ReferenceStep`, the interpreter
+applied tensor by tensor.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Sequence
+import math
+from typing import Callable, Sequence
 
 import torch
 
 from ..dsl import Program, run as reference_run
+from ..dsl.builtins import BUILTINS, kind_of
 from ..dsl.interpreter import TORCH_IMPL, _Context
 from ..dsl.ir import Call, Const, Expr, Name
 
+#: (offset, size, shape) of each tensor in a flat row.
+Layout = Sequence[tuple[int, int, tuple[int, ...]]]
 
-class Tape:
-    """The distinct nodes of a program's DAG in evaluation order, with input and constant slots."""
+SCALAR, ROW, SEGMENT, FULL = range(4)  # node kinds, ordered by how far they broadcast
 
-    def __init__(self, program: Program) -> None:
+#: Elementwise built-ins written as the interpreter computes them; {0}, {1}, {2} are names.
+#: (``interp`` is written in two lines, see :class:`FlatTape`.)
+EXPR = {
+    "add": "{0} + {1}", "sub": "{0} - {1}", "mul": "{0} * {1}", "div": "{0} / {1}",
+    "pow": "torch.pow({0}, {1})", "neg": "-{0}",
+    "abs": "torch.abs({0})", "sign": "torch.sign({0})", "sqrt": "torch.sqrt({0})",
+    "rsqrt": "torch.rsqrt({0})", "exp": "torch.exp({0})", "log": "torch.log({0})",
+    "square": "{0} * {0}", "tanh": "torch.tanh({0})", "relu": "torch.clamp_min({0}, 0.0)",
+    "clip": "torch.minimum(torch.maximum({0}, -{1}), {1})",
+    "maximum": "torch.maximum({0}, {1})", "minimum": "torch.minimum({0}, {1})",
+    "gt": "({0} > {1}).to(dt)", "where": "torch.where({0} > 0, {1}, {2})",
+}
+#: Reductions over each tensor's segment of a full-width value: (squared first?, torch reduction).
+REDUCTION = {"norm": (True, "sum"), "rms": (True, "mean"), "mean": (False, "mean"), "sum": (False, "sum")}
+
+
+def needs_per_tensor(program: Program) -> bool:
+    """Whether the rule reads whole-tensor structure (reductions, matrix built-ins)."""
+    exprs = [a.expr for a in program.body] + [program.update]
+    return any(isinstance(n, Call) and n.fn in BUILTINS and kind_of(n.fn) in ("reduction", "matrix")
+               for e in exprs for n in e.walk())
+
+
+class Segments:
+    """Per-tensor operations on ``(rows, N)`` values laid out as ``layout`` says."""
+
+    def __init__(self, layout: Layout) -> None:
+        self.layout = [(o, n, tuple(shape)) for o, n, shape in layout]
+        self.width = sum(n for _, n, _ in self.layout)
+        self._index: dict[torch.device, torch.Tensor] = {}  # column -> its tensor
+        self._numel: dict[tuple, torch.Tensor] = {}
+
+    def widen(self, x: torch.Tensor) -> torch.Tensor:
+        """``(rows, T)`` per-tensor values repeated over each tensor's columns: ``(rows, N)``."""
+        index = self._index.get(x.device)
+        if index is None:
+            counts = torch.tensor([n for _, n, _ in self.layout], device=x.device)
+            index = self._index[x.device] = torch.repeat_interleave(
+                torch.arange(len(self.layout), device=x.device), counts)
+        return torch.index_select(x, 1, index)
+
+    def reduce(self, how: str, x: torch.Tensor) -> torch.Tensor:
+        """``torch.sum`` or ``torch.mean`` of each tensor's columns: ``(rows, T)``.
+
+        Each reduction runs on a contiguous copy of the tensor's shaped view, over its
+        dimensions, as the interpreter calls it on a tensor of its own: torch's summation
+        order depends on the shape and strides it is given (and, for a strided slice, on the
+        number of rows)."""
+        fn, rows = getattr(torch, how), x.shape[0]
+        return torch.stack([fn(x[:, o:o + n].reshape(rows, *shape).contiguous(), dim=tuple(range(1, 1 + len(shape))))
+                            if shape else x[:, o] for o, n, shape in self.layout], dim=1)
+
+    def numel(self, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """Each tensor's element count, ``(1, T)``."""
+        key = (dtype, device)
+        if key not in self._numel:
+            self._numel[key] = torch.tensor([[float(n) for _, n, _ in self.layout]], dtype=dtype, device=device)
+        return self._numel[key]
+
+    def matrix(self, fn: str, x: torch.Tensor) -> torch.Tensor:
+        """The interpreter's matrix built-in ``fn`` applied to each tensor's shaped view."""
+        rows = x.shape[0]
+        parts = []
+        for o, n, shape in self.layout:
+            view = x[:, o:o + n].reshape(rows, *shape)
+            ctx = _Context(view.shape, 1, x.dtype, x.device, None, None)
+            parts.append(TORCH_IMPL[fn](ctx, view).reshape(rows, n))
+        return torch.cat(parts, dim=1)
+
+
+class FlatTape:
+    """``program`` as generated code over flat rows: ``(u, new_states) = tape(w, g, states, step=, lr=)``.
+
+    ``w``, ``g`` and the states are ``(rows, N)`` in one dtype, ``lr`` is ``(rows, 1)``;
+    the results are ``(rows, N)`` (possibly broadcast views) and equal, tensor by tensor,
+    what :func:`optdisco.dsl.run` computes with ``batch_dims=1`` on each tensor's view.
+    """
+
+    def __init__(self, program: Program, layout: Layout) -> None:
+        if program.uses("randn"):
+            raise ValueError(f"rule '{program.name}' draws noise; use ReferenceStep")
         self.program = program
+        self.segments = Segments(layout)
         update, states = program.outputs()
-        self.inputs = ["w", "g", *program.state_names, *program.hyperparameter_names, "step", "lr"]
-        slot: dict[Expr, int] = {Name(n): i for i, n in enumerate(self.inputs)}
-        self.consts: list[float] = []
-        self.const_base = len(self.inputs)
-        const_slots: dict[float, int] = {}
-        self.ops: list[tuple[int, Callable, tuple[int, ...]]] = []
-        n_slots = [self.const_base]
+        hyper = program.hyperparameter_defaults
+        inputs = {"w": FULL, "g": FULL, **{s: FULL for s in program.state_names}, "step": SCALAR, "lr": ROW}
+        names: dict[Expr, str] = {}
+        kinds: dict[str, int] = {}
+        timed: set[str] = {"step"}          # names whose value changes with the step
+        self.constants: list[float] = []    # values of k0, k1, ...: literals, then hyperparameters
+        fold: list[str] = []                # lines computing step-independent scalar nodes f0, f1, ...
+        body: list[str] = []
+        for i, s in enumerate(program.state_names):
+            names[Name(s)] = f"s{i}"
+            kinds[f"s{i}"] = FULL
+        for n in ("w", "g", "step", "lr"):
+            names[Name(n)] = n
+            kinds[n] = inputs[n]
 
-        def visit(e: Expr) -> int:
-            if e in slot:
-                return slot[e]
+        def constant(value: float) -> str:
+            name = f"k{len(self.constants)}"
+            self.constants.append(float(value))
+            kinds[name] = SCALAR
+            return name
+
+        for n in program.hyperparameter_names:
+            names[Name(n)] = constant(hyper[n])
+
+        def full(name: str) -> str:
+            return f"S.widen({name})" if kinds[name] == SEGMENT else name
+
+        def remember(e: Expr, name: str) -> str:
+            names[e] = name
+            return name
+
+        def elementwise(template: str, args: list[str]) -> str:
+            """A line computing ``template`` of ``args``: folded if it is a constant scalar."""
+            out_kind = max((kinds[a] for a in args), default=SCALAR)
+            if out_kind == FULL:
+                args = [full(a) for a in args]
+            if out_kind == SCALAR and not any(a in timed for a in args):
+                out = f"f{len(fold)}"
+                fold.append(f"    {out} = {template.format(*args)}")
+            else:
+                out = f"v{len(body)}"
+                body.append(f"    {out} = {template.format(*args)}")
+                timed.add(out)
+            kinds[out] = out_kind
+            return out
+
+        def visit(e: Expr) -> str:
+            if e in names:
+                return names[e]
             if isinstance(e, Name):
                 raise KeyError(f"name '{e.id}' is not defined in rule '{program.name}'")
             if isinstance(e, Const):
-                if e.value not in const_slots:
-                    const_slots[e.value] = len(self.consts)
-                    self.consts.append(e.value)
-                slot[e] = -1 - const_slots[e.value]
-                return slot[e]
+                names[e] = constant(e.value)
+                return names[e]
             assert isinstance(e, Call)
-            args = tuple(visit(a) for a in e.args)
-            out = n_slots[0]
-            n_slots[0] += 1
-            self.ops.append((out, TORCH_IMPL[e.fn], args))
-            slot[e] = out
-            return out
+            args = [visit(a) for a in e.args]
+            kind = kind_of(e.fn)
+            if e.fn == "interp":  # (1 - beta) on its own line, so a constant beta folds it
+                a, b, beta = args
+                return remember(e, elementwise("{0} * {1} + {2} * {3}",
+                                               [elementwise("1.0 - {0}", [beta]), a, beta, b]))
+            if kind in ("operator", "elementwise"):
+                return remember(e, elementwise(EXPR[e.fn], args))
+            if e.fn == "numel":
+                out, out_kind = f"v{len(body)}", SEGMENT
+                body.append(f"    {out} = S.numel(dt, w.device)")
+            elif e.fn in REDUCTION:
+                squared, how = REDUCTION[e.fn]
+                x = full(args[0]) if kinds[args[0]] >= SEGMENT else f"torch.broadcast_to({args[0]}, w.shape)"
+                if squared:
+                    body.append(f"    v{len(body)} = {x} * {x}")
+                    x = f"v{len(body) - 1}"
+                out, out_kind = f"v{len(body)}", SEGMENT
+                reduced = f"S.reduce('{how}', {x})"
+                body.append(f"    {out} = {'torch.sqrt(' + reduced + ')' if squared else reduced}")
+            elif kind == "matrix":
+                x = full(args[0]) if kinds[args[0]] >= SEGMENT else f"torch.broadcast_to({args[0]}, w.shape)"
+                out, out_kind = f"v{len(body)}", FULL
+                body.append(f"    {out} = S.matrix('{e.fn}', {x})")
+            else:
+                raise ValueError(f"built-in '{e.fn}' cannot be taped")
+            kinds[out] = out_kind
+            timed.add(out)
+            return remember(e, out)
 
-        self.update_slot = visit(update)
-        self.state_slots = [visit(s) for s in states]
-        self.n_slots = n_slots[0]
-        self._ready: dict[tuple, list[torch.Tensor]] = {}
+        update_name = visit(update)
+        state_names = [visit(s) for s in states]
+        k_names = [f"k{i}" for i in range(len(self.constants))]
+        f_names = [f"f{i}" for i in range(len(fold))]
+        unpack = lambda names, source: [f"    {', '.join(names)}, = {source}"] if names else []  # noqa: E731
+        out = lambda n: f"torch.broadcast_to({full(n)}, w.shape)" if kinds[n] < FULL else n  # noqa: E731
+        self.source = "\n".join(
+            [f"def fold(K, dt):"] + unpack(k_names, "K") + fold + [f"    return [{', '.join(f_names)}]", "",
+             "def step(w, g, states, step, lr, K, F, S, dt):"]
+            + unpack([f"s{i}" for i in range(len(program.state_names))], "states")
+            + unpack(k_names, "K") + unpack(f_names, "F") + body
+            + [f"    return {out(update_name)}, [{', '.join(out(n) for n in state_names)}]", ""])
+        scope: dict = {"torch": torch}
+        exec(compile(self.source, f"<tape {program.name}>", "exec"), scope)
+        self._fold, self._step = scope["fold"], scope["step"]
+        self._ready: dict[tuple, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
 
-    def _constants(self, dtype: torch.dtype, device: torch.device, hyper: Mapping[str, object]) -> list[torch.Tensor]:
-        key = (dtype, device, tuple(sorted((k, float(v)) for k, v in hyper.items() if not torch.is_tensor(v))))
-        if key not in self._ready:
-            self._ready[key] = [torch.as_tensor(v, dtype=dtype, device=device) for v in self.consts]
-        return self._ready[key]
-
-    def __call__(self, w: torch.Tensor, g: torch.Tensor, states: Sequence[torch.Tensor], *, step, lr,
-                 hyperparameters: Mapping[str, object] | None = None, batch_dims: int = 0,
-                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Same contract and numbers as :func:`optdisco.dsl.run` (without ``noise``)."""
-        hyper = self.program.hyperparameter_defaults
-        if hyperparameters:
-            hyper.update(hyperparameters)
+    def __call__(self, w: torch.Tensor, g: torch.Tensor, states: Sequence[torch.Tensor], *,
+                 step: float | torch.Tensor, lr: torch.Tensor, generator: torch.Generator | None = None,
+                 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The update and new states for the rows ``w`` (see the class docstring); ``step`` may
+        be a 0-d tensor of ``w``'s dtype, made once per step for all programs."""
         dtype, device = w.dtype, w.device
-        ctx = _Context(w.shape, batch_dims, dtype, device, generator, None)
-        vals: list = [None] * self.n_slots
-        vals[0], vals[1] = w, g.to(dtype)
-        i = 2
-        for s in states:
-            vals[i] = s.to(dtype)
-            i += 1
-        for n in self.program.hyperparameter_names:
-            vals[i] = torch.as_tensor(hyper[n], dtype=dtype, device=device)
-            i += 1
-        vals[i] = torch.as_tensor(step, dtype=dtype, device=device)
-        vals[i + 1] = torch.as_tensor(lr, dtype=dtype, device=device)
-        consts = self._constants(dtype, device, hyper)
-        for out, fn, args in self.ops:
-            vals[out] = fn(ctx, *[vals[a] if a >= 0 else consts[-1 - a] for a in args])
-
-        def get(a: int) -> torch.Tensor:
-            return ctx.full(vals[a] if a >= 0 else consts[-1 - a])
-        return get(self.update_slot), [get(a) for a in self.state_slots]
+        ready = self._ready.get((dtype, device))
+        if ready is None:
+            K = [torch.as_tensor(v, dtype=dtype, device=device) for v in self.constants]
+            ready = self._ready[(dtype, device)] = (K, self._fold(K, dtype))
+        K, F = ready
+        if not torch.is_tensor(step):
+            step = torch.as_tensor(float(step), dtype=dtype, device=device)
+        return self._step(w, g, states, step, lr, K, F, self.segments, dtype)
 
 
-def make_step(program: Program) -> Callable:
-    """A function with :func:`optdisco.dsl.run`'s contract: a :class:`Tape`, or the interpreter
-    itself for rules that draw noise or that cannot be taped (their error surfaces when run)."""
+class ReferenceStep:
+    """The reference interpreter with :class:`FlatTape`'s contract: applied once to the flat
+    rows, or tensor by tensor (on shaped views) when the rule reads whole-tensor structure."""
+
+    def __init__(self, program: Program, layout: Layout) -> None:
+        self.program = program
+        self.layout = list(layout)
+        self.per_tensor = needs_per_tensor(program)
+
+    def __call__(self, w: torch.Tensor, g: torch.Tensor, states: Sequence[torch.Tensor], *,
+                 step: float | torch.Tensor, lr: torch.Tensor, generator: torch.Generator | None = None,
+                 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The update and new states for the rows ``w``, by :func:`optdisco.dsl.run`."""
+        if not self.per_tensor:
+            return reference_run(self.program, w, g, states, step=step, lr=lr, batch_dims=1,
+                                 generator=generator)
+        rows = w.shape[0]
+        us, new = [], [[] for _ in states]
+        for o, size, shape in self.layout:
+            view = lambda x: x[:, o:o + size].reshape(rows, *shape)  # noqa: E731
+            u, ns = reference_run(self.program, view(w), view(g), [view(s) for s in states],
+                                  step=step, lr=lr.view(rows, *([1] * len(shape))),
+                                  batch_dims=1, generator=generator)
+            us.append(u.reshape(rows, size))
+            for j, s in enumerate(ns):
+                new[j].append(s.reshape(rows, size))
+        return torch.cat(us, dim=1), [torch.cat(parts, dim=1) for parts in new]
+
+
+def flat_layout(shapes: Sequence[tuple[int, ...]]) -> list[tuple[int, int, tuple[int, ...]]]:
+    """(offset, size, shape) of tensors of these shapes placed side by side in a flat row."""
+    out, offset = [], 0
+    for shape in shapes:
+        n = math.prod(shape)
+        out.append((offset, n, tuple(shape)))
+        offset += n
+    return out
+
+
+def make_step(program: Program, layout: Layout) -> Callable:
+    """A :class:`FlatTape` for ``program``, or a :class:`ReferenceStep` for rules that draw
+    noise or cannot be taped (their error then surfaces when the step runs)."""
     if program.uses("randn"):
-        return lambda w, g, states, **kw: reference_run(program, w, g, states, **kw)
+        return ReferenceStep(program, layout)
     try:
-        return Tape(program)
+        return FlatTape(program, layout)
     except Exception:
-        return lambda w, g, states, **kw: reference_run(program, w, g, states, **kw)
+        return ReferenceStep(program, layout)

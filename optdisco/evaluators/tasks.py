@@ -40,8 +40,9 @@ class Task:
     shapes: Shapes
     loss_floor: float = 1e-6
     suite: str = "proxy"
-    version: int = 2            # bump when data, model, sizes or numerics change (invalidates caches);
+    version: int = 3            # bump when data, model, sizes or numerics change (invalidates caches);
                                 # 2: im2col convolutions and one-thread training (batch-independent losses)
+                                # 3: cross-entropy's log-sum-exp written out for few classes
     examples_per_step: int = 0  # data per update (for data-equivalent speedups); batch_size if 0
     device: str = "cpu"         # where data live and training runs (init and sampling stay on CPU)
 

@@ -2,12 +2,11 @@
 
 All runs' parameters live in one flat buffer ``(P, N)`` (P runs, N scalars per run). Each
 step does one batched forward/backward for all P runs (the task's losses are independent
-per run, so the gradient of their sum is every run's own gradient), then applies each
-rule's update to its contiguous slice of rows with the batched interpreter
-(``batch_dims=1``; learning rates are a ``(rows, 1)`` tensor). A rule that only uses
-elementwise built-ins is applied once to the whole flat slice; one with reductions or
-matrix built-ins is applied tensor by tensor, so that ``norm`` or ``orthogonalize`` see
-each weight as the rule language defines.
+per run, so the gradient of their sum is every run's own gradient; each parameter tensor
+is its own autograd leaf), then applies each rule's update to its contiguous slice of
+rows with the rule compiled for the flat layout (:class:`optdisco.evaluators.tape.FlatTape`;
+learning rates are a ``(rows, 1)`` tensor): elementwise work runs once over the whole
+slice, and ``norm`` or ``orthogonalize`` see each weight as the rule language defines.
 
 Schedule: linear warmup over the first ``warmup`` fraction of steps, then cosine decay to
 zero: lr_t = lr * min(t / t_w, 1/2 (1 + cos(pi (t - t_w) / (T - t_w)))).
@@ -29,9 +28,7 @@ from typing import Sequence
 import torch
 
 from ..dsl import Program
-from ..dsl.builtins import BUILTINS, kind_of
 from ..dsl.interpreter import cpu_threads
-from ..dsl.ir import Call
 from .tape import make_step
 from .tasks import Task
 
@@ -76,13 +73,6 @@ def schedule(t: int, steps: int, warmup: float = WARMUP) -> float:
 def seed_generator(task: Task, seed: int, purpose: str) -> torch.Generator:
     """A generator determined by (task, seed, purpose) alone, so runs are reproducible."""
     return torch.Generator().manual_seed(zlib.crc32(f"{task.name}/{seed}/{purpose}".encode()))
-
-
-def needs_per_tensor(program: Program) -> bool:
-    """Whether the rule reads whole-tensor structure (reductions, matrix built-ins)."""
-    exprs = [a.expr for a in program.body] + [program.update]
-    return any(isinstance(n, Call) and n.fn in BUILTINS and kind_of(n.fn) in ("reduction", "matrix")
-               for e in exprs for n in e.walk())
 
 
 def _layout(task: Task) -> list[tuple[int, int, tuple[int, ...]]]:
@@ -143,11 +133,10 @@ def _train(task: Task, programs: Sequence[Program], runs: Sequence[Run], *, step
             groups.append((r.program, i, i + 1))
     states = {k: [torch.zeros(e - s, flat.shape[1], dtype=dtype, device=dev) for _ in programs[k].state_names]
               for k, s, e in groups}
-    per_tensor = {k: needs_per_tensor(programs[k]) for k, _, _ in groups}
-    steppers = {k: make_step(programs[k]) for k, _, _ in groups}
+    steppers = {k: make_step(programs[k], layout) for k, _, _ in groups}
     group_alive = {k: True for k, _, _ in groups}  # python mirror of alive[s:e].any(), refreshed on kills
     noise_gen = {k: torch.Generator(dev).manual_seed(1000 + k + 7919 * rows[s].seed) for k, s, e in groups}
-    prog_time = {k: 0.0 for k, _, _ in groups}
+    prog_time = {k: 0.0 for k, _, _ in groups}   # own update time + a share of forward/backward
 
     alive = torch.ones(P, dtype=torch.bool, device=dev)
     failure: list[str | None] = [None] * P
@@ -174,9 +163,11 @@ def _train(task: Task, programs: Sequence[Program], runs: Sequence[Run], *, step
             break
         t0 = time.perf_counter()
         factor = schedule(t, steps)
-        x = flat.detach().requires_grad_(True)
+        # one leaf per parameter tensor: a gradient through views of one flat leaf would
+        # materialize a zero-filled (P, N) buffer per tensor in the backward pass
+        leaves = [v.detach().requires_grad_(True) for v in _unflatten(flat, layout)]
         batch = batches[:, t - 1][seed_idx]
-        losses = task.train_loss(_unflatten(x, layout), batch)
+        losses = task.train_loss(leaves, batch)
         ld = losses.detach()
         if t == 1:
             first_loss = ld.clone()
@@ -188,44 +179,56 @@ def _train(task: Task, programs: Sequence[Program], runs: Sequence[Run], *, step
         if bool((exploded & alive).any()):
             kill(exploded, f"training loss exploded at step {t} (> {EXPLODE:g}x its initial value)")
         total = torch.where(live_before, losses, torch.zeros_like(losses)).sum()
-        (g,) = torch.autograd.grad(total, x)
-        g = torch.where(alive.unsqueeze(1), g, torch.zeros_like(g))
+        grads = torch.autograd.grad(total, leaves, allow_unused=True)
+        g = torch.cat([torch.zeros(P, n, dtype=dtype, device=dev) if gr is None else gr.reshape(P, n)
+                       for gr, (_, n, _) in zip(grads, layout)], dim=1)
+        if not bool(alive.all()):
+            g = torch.where(alive.unsqueeze(1), g, torch.zeros((), dtype=dtype, device=dev))
         last_train = torch.where(alive, ld, last_train)
         steps_done += alive.long()
         shared = time.perf_counter() - t0
         n_live_groups = max(1, sum(group_alive.values()))
 
-        new_rows = []
-        for k, s, e in groups:
-            if not group_alive[k]:
-                new_rows.append(flat[s:e])
-                continue
-            t1 = time.perf_counter()
+        flat_storage = flat.untyped_storage().data_ptr()
+        step_t = torch.tensor(float(t), dtype=dtype, device=dev)
+
+        def update(k: int, s: int, e: int) -> Exception | None:
+            """Rows s:e of ``flat`` updated in place by program k; the rule's error if it failed."""
             lr_t = lrs[s:e] * factor
             try:
                 with torch.no_grad():
-                    u, new_states = _apply(steppers[k], flat[s:e], g[s:e], states[k], t, lr_t,
-                                           layout, per_tensor[k], noise_gen[k])
-                step_rows = flat[s:e] - lr_t * u
+                    u, new_states = steppers[k](flat[s:e], g[s:e], states[k], step=step_t, lr=lr_t,
+                                                generator=noise_gen[k])
+                    # a state that is w itself must not change with the in-place update below
+                    new_states = [st.clone() if st.untyped_storage().data_ptr() == flat_storage else st
+                                  for st in new_states]
+                    flat[s:e].sub_(lr_t * u)
                 states[k] = new_states
+                return None
             except Exception as err:  # a rule's own failure must never stop the others
+                return err
+
+        for k, s, e in groups:
+            if not group_alive[k]:
+                continue
+            t1 = time.perf_counter()
+            err = update(k, s, e)
+            prog_time[k] += time.perf_counter() - t1 + shared / n_live_groups
+            if err is not None:
                 alive[s:e] = False
                 group_alive[k] = False
                 for i in range(s, e):
                     failure[i] = failure[i] or f"rule error at step {t}: {_short(err)}"
-                step_rows = init_flat[s:e]
+                flat[s:e] = init_flat[s:e]
                 states[k] = [torch.zeros_like(st) for st in states[k]]
-            new_rows.append(step_rows)
-            prog_time[k] += time.perf_counter() - t1 + shared / n_live_groups
             if time_limit is not None and prog_time[k] > time_limit and group_alive[k]:
                 for i in range(s, e):
                     if alive[i]:
                         failure[i] = f"time limit of {time_limit:g}s exceeded at step {t}"
                 alive[s:e] = False
                 group_alive[k] = False
-        flat = torch.cat(new_rows).detach()
-        nonfinite = ~torch.isfinite(flat).all(dim=1)
-        if bool((nonfinite & alive).any()):
+        nonfinite = _nonfinite_rows(flat) & alive
+        if bool(nonfinite.any()):
             kill(nonfinite, f"non-finite parameters after step {t}")
         if t in eval_at:
             with torch.no_grad():
@@ -248,20 +251,11 @@ def _train(task: Task, programs: Sequence[Program], runs: Sequence[Run], *, step
     return results  # type: ignore[return-value]
 
 
-def _apply(step_fn, w: torch.Tensor, g: torch.Tensor, states: list[torch.Tensor], t: int,
-           lr: torch.Tensor, layout, per_tensor: bool, gen: torch.Generator):
-    """The rule's update and new states for rows of the flat buffer."""
-    if not per_tensor:
-        return step_fn(w, g, states, step=float(t), lr=lr, batch_dims=1, generator=gen)
-    n = w.shape[0]
-    us, new = [], [[] for _ in states]
-    for o, size, shape in layout:
-        sl = slice(o, o + size)
-        view = lambda x: x[:, sl].reshape(n, *shape)  # noqa: E731
-        lr_b = lr.view(n, *([1] * len(shape)))
-        u, ns = step_fn(view(w), view(g), [view(st) for st in states], step=float(t),
-                         lr=lr_b, batch_dims=1, generator=gen)
-        us.append(u.reshape(n, size))
-        for j, s in enumerate(ns):
-            new[j].append(s.reshape(n, size))
-    return torch.cat(us, dim=1), [torch.cat(parts, dim=1) for parts in new]
+def _nonfinite_rows(flat: torch.Tensor) -> torch.Tensor:
+    """Rows of ``flat`` holding a nan or inf, found from row sums (a nan or inf makes the sum
+    non-finite); only rows whose sum is non-finite (which finite values that overflow can
+    also cause) are checked element by element."""
+    suspect = ~torch.isfinite(flat.sum(dim=1))
+    if bool(suspect.any()):
+        suspect[suspect.clone()] = ~torch.isfinite(flat[suspect]).all(dim=1)
+    return suspect

@@ -44,3 +44,20 @@ def test_conv2d_gradients_match_torch():
     ref = torch.stack([F.conv2d(x[p], w2[p], padding=1) for p in range(P)])
     (g2,) = torch.autograd.grad(ref.square().sum(), w2)
     torch.testing.assert_close(g, g2)
+
+
+@pytest.mark.parametrize("classes", [3, 10, 96])
+@pytest.mark.parametrize("shared_labels", [True, False])
+def test_cross_entropy_matches_torch_in_value_and_gradient(classes, shared_labels):
+    from optdisco.evaluators.layers import cross_entropy
+    gen = torch.Generator().manual_seed(classes)
+    logits = (3 * torch.randn(4, 6, 5, classes, generator=gen, dtype=torch.float64)).requires_grad_(True)
+    y = torch.randint(0, classes, (6, 5) if shared_labels else (4, 6, 5), generator=gen)
+    ours = cross_entropy(logits, y)
+    ref = torch.stack([torch.nn.functional.cross_entropy(logits[p].reshape(-1, classes),
+                                                         torch.broadcast_to(y, (4, 6, 5))[p].reshape(-1))
+                       for p in range(4)])
+    assert torch.allclose(ours, ref, rtol=1e-12)
+    g_ours, = torch.autograd.grad(ours.sum(), logits)
+    g_ref, = torch.autograd.grad(ref.sum(), logits)
+    assert torch.allclose(g_ours, g_ref, rtol=1e-10, atol=1e-14)

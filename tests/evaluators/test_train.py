@@ -81,3 +81,42 @@ def test_time_limit_stops_a_program():
     task = get_task("digits_mlp")
     res = train(task, [ADAMW], [Run(0, 1e-2, 0)], steps=200, time_limit=0.01)
     assert res[0].failure and "time limit" in res[0].failure
+
+
+def _trained_by_hand(task, program, lr, steps):
+    """The trainer's arithmetic written out for one run: a plain loop over the task's tensors
+    with the reference interpreter applied tensor by tensor (float32, seed 0)."""
+    from optdisco.dsl import run
+    from optdisco.evaluators.train import seed_generator
+    params = [p.float() for p in task.init(seed_generator(task, 0, "init"))]
+    batches = task.sample(seed_generator(task, 0, "data"), steps)
+    states = [[torch.zeros(1, *p.shape) for _ in program.state_names] for p in params]
+    for t in range(1, steps + 1):
+        leaves = [p.unsqueeze(0).requires_grad_(True) for p in params]
+        grads = torch.autograd.grad(task.train_loss(leaves, batches[t - 1].unsqueeze(0)).sum(), leaves)
+        lr_t = torch.tensor([[lr]]) * schedule(t, steps)
+        for i, (leaf, g) in enumerate(zip(leaves, grads)):
+            lr_b = lr_t.view(1, *[1] * params[i].dim())
+            u, states[i] = run(program, leaf.detach(), g, states[i], step=float(t), lr=lr_b, batch_dims=1)
+            params[i] = (leaf.detach() - lr_b * u)[0]
+    return torch.cat([p.reshape(-1) for p in params]), float(task.val_loss([p.unsqueeze(0) for p in params]))
+
+
+@pytest.mark.parametrize("rule", ["adamw", "normed", "keeps_w"])
+def test_training_equals_a_plain_loop_over_the_interpreter(rule, rules):
+    # keeps_w's state is w itself: the trainer's in-place update must not change that state.
+    from optdisco import parse
+    keeps_w = parse('''
+def keeps_w(w, g, prev):
+    """Gradient step pulled toward the previous weights."""
+    u = g + 0.5 * (w - prev)
+    prev = w
+    return u, prev
+''')
+    program = {"adamw": ADAMW, "normed": rules["normed"], "keeps_w": keeps_w}[rule]
+    task = get_task("digits_mlp")
+    (res,) = train(task, [program], [Run(0, 3e-2, 0)], steps=6)
+    params, val = _trained_by_hand(task, program, 3e-2, 6)
+    assert res.failure is None
+    assert torch.allclose(res.params, params, rtol=1e-5, atol=1e-7)
+    assert math.isclose(res.loss, val, rel_tol=1e-5)
