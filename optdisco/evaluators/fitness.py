@@ -28,7 +28,7 @@ def log_ratio(baseline_loss: float, candidate_loss: float, floor: float = 0.0) -
 
 
 #: Spread (standard deviation) of 12 catalog rules' log-ratios on each proxy task at budget
-#: 1.0, measured 2026-11-29 by benchmarks/rank_aggregates.py. Dividing by it puts tasks on
+#: 1.0, measured 2026-11-29 (benchmarks/proxy_selection.py prints them). Dividing by it puts tasks on
 #: one scale: the plain mean is ruled by rosenbrock (spread 1.7) while the tasks that
 #: predict the held-out ranking best spread 0.03. Tasks not listed keep scale 1.
 TASK_SCALES: dict[str, float] = {

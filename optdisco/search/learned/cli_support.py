@@ -112,11 +112,12 @@ def eval_learned(weights: str, *, suite: str = "proxy", tasks: Sequence[str] = (
 
 def distill_mlp(weights: str, store: str, *, tasks: Sequence[str] = ("quadratic", "logreg"),
                 budget: int = 64, seed: int = 0, record_budget: float = 0.25, fitness_budget: float = 0.5,
-                heldout_tasks: Sequence[str] = ("ho_quadratic",), heldout_budget: float = 0.25,
+                heldout_tasks: Sequence[str] = (), heldout_budget: float = 0.25,
                 out: str | None = None, cache_dir: str | None = None,
                 console: Console | None = None) -> tuple[DistillResult, dict]:
     """Record the learned optimizer on ``tasks``, search an imitating rule (store ``store``,
-    resumable), and compare it with the learned optimizer and AdamW on held-out tasks."""
+    resumable), and compare it with the learned optimizer and AdamW on held-out tasks
+    (``heldout_tasks``; the whole held-out suite when empty)."""
     from ...evaluators import evaluate
     console = console or Console()
     cfg, theta, prov = load(weights)
@@ -126,9 +127,10 @@ def distill_mlp(weights: str, store: str, *, tasks: Sequence[str] = ("quadratic"
         record(mlp, theta, tasks, lr=float(prov.get("lr", 0.01)), budget=record_budget).save(rec_path)
     res = distill(rec_path, store, budget=budget, seed=seed, tasks=tasks, fitness_budget=fitness_budget,
                   cache_dir=cache_dir)
-    held_rule = evaluate([res.program], tasks=list(heldout_tasks), budget=heldout_budget, cache_dir=cache_dir,
+    held = list(heldout_tasks) or None
+    held_rule = evaluate([res.program], suite="heldout", tasks=held, budget=heldout_budget, cache_dir=cache_dir,
                          properties=False)[0].fitness
-    held_mlp = evaluate_learned(mlp, theta, tasks=list(heldout_tasks), budget=heldout_budget,
+    held_mlp = evaluate_learned(mlp, theta, suite="heldout", tasks=held, budget=heldout_budget,
                                 cache_dir=cache_dir)["fitness"]
     cmp = {"distilled": held_rule, "learned": held_mlp, "adamw": 0.0}
     console.print(res.program.source())
