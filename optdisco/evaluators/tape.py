@@ -37,24 +37,13 @@ from ..dsl import Program, run as reference_run
 from ..dsl.builtins import BUILTINS, kind_of
 from ..dsl.interpreter import TORCH_IMPL, _Context
 from ..dsl.ir import Call, Const, Expr, Name
+from ..kernels.torchgen import TORCH_EXPR  # elementwise built-ins written as the interpreter computes them
 
 #: (offset, size, shape) of each tensor in a flat row.
 Layout = Sequence[tuple[int, int, tuple[int, ...]]]
 
 SCALAR, ROW, SEGMENT, FULL = range(4)  # node kinds, ordered by how far they broadcast
 
-#: Elementwise built-ins written as the interpreter computes them; {0}, {1}, {2} are names.
-#: (``interp`` is written in two lines, see :class:`FlatTape`.)
-EXPR = {
-    "add": "{0} + {1}", "sub": "{0} - {1}", "mul": "{0} * {1}", "div": "{0} / {1}",
-    "pow": "torch.pow({0}, {1})", "neg": "-{0}",
-    "abs": "torch.abs({0})", "sign": "torch.sign({0})", "sqrt": "torch.sqrt({0})",
-    "rsqrt": "torch.rsqrt({0})", "exp": "torch.exp({0})", "log": "torch.log({0})",
-    "square": "{0} * {0}", "tanh": "torch.tanh({0})", "relu": "torch.clamp_min({0}, 0.0)",
-    "clip": "torch.minimum(torch.maximum({0}, -{1}), {1})",
-    "maximum": "torch.maximum({0}, {1})", "minimum": "torch.minimum({0}, {1})",
-    "gt": "({0} > {1}).to(dt)", "where": "torch.where({0} > 0, {1}, {2})",
-}
 #: Reductions over each tensor's segment of a full-width value: (squared first?, torch reduction).
 REDUCTION = {"norm": (True, "sum"), "rms": (True, "mean"), "mean": (False, "mean"), "sum": (False, "sum")}
 
@@ -189,7 +178,7 @@ class FlatTape:
                 return remember(e, elementwise("{0} * {1} + {2} * {3}",
                                                [elementwise("1.0 - {0}", [beta]), a, beta, b]))
             if kind in ("operator", "elementwise"):
-                return remember(e, elementwise(EXPR[e.fn], args))
+                return remember(e, elementwise(TORCH_EXPR[e.fn], args))
             if e.fn == "numel":
                 out, out_kind = f"v{len(body)}", SEGMENT
                 body.append(f"    {out} = S.numel(dt, w.device)")
