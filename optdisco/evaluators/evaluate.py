@@ -28,7 +28,8 @@ from .tasks import Task, get_task, suite_tasks
 from .tuning import DEFAULT_LR_GRID, REFINE, tune
 from .train import train, Run
 
-#: A cheap subset for the search's first rung: one of each kind, ~1.5 s per candidate.
+#: A cheap subset, one task of each kind (0.24 s per rule at budget 0.5, rules evaluated together).
+#: Campaigns default to a wider set, see ``optdisco/search/defaults.toml``.
 QUICK_TASKS = ["quadratic", "logreg", "digits_mlp", "teacher_student"]
 
 
