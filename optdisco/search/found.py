@@ -69,7 +69,7 @@ def found_rules(db: str | Path) -> list[dict]:
                             f"fitness {cfg.get('fitness', {}).get('evaluator')} on "
                             f"{', '.join(cfg.get('fitness', {}).get('tasks') or ['the proxy suite'])})",
                 "Searched": searched_form(row.source),
-                "Fitness": f"{row.fitness:+.4f} (search; {fitness_definition(cfg)})",
+                "Fitness": _search_fitness(store, row, cfg),
                 "Date": time.strftime("%Y-%m-%d", time.gmtime(row.created)),
             }
             for stage in funnel:
@@ -81,6 +81,17 @@ def found_rules(db: str | Path) -> list[dict]:
                         facts[key] = f"{r['fitness']:+.4f}{ci} ({refs})"
             out.append({"id": pid, "program": p, "facts": facts})
         return out
+
+
+def _search_fitness(store: Store, row, cfg: dict) -> str:
+    """The fitness the campaign ranked the rule by: its search score, or for a program the
+    simplification stage made (it was never scored in the search) that stage's score."""
+    if row.fitness is not None:
+        return f"{row.fitness:+.4f} (search; {fitness_definition(cfg)})"
+    scored = [e["fitness"] for e in store.evaluations(row.id, stage="simplify")]
+    if scored:
+        return f"{scored[-1]:+.4f} (simplification stage, search settings; {fitness_definition(cfg)})"
+    return f"none recorded ({fitness_definition(cfg)})"
 
 
 def write_found(db: str | Path, directory: str | Path) -> list[Path]:

@@ -95,3 +95,19 @@ def test_found_rule_matches_the_method_it_rediscovered(name, lr_scale, nu_qhm):
     torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-12)
 
 
+
+
+def test_found_adamw_nobc_is_adamw_without_bias_correction():
+    # its Notes: AdamW without bias correction at lr / wd, decoupled decay beta1 * wd
+    rule = catalog.get("found_adamw_nobc")
+    h = rule.hyperparameter_defaults
+    x0 = torch.randn(3, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    ours = _run_rule("found_adamw_nobc", x0, 1e-3, 40)
+    lr, decay = 1e-3 / h["wd"], h["beta1"] * h["wd"]
+    x, m, v = x0.clone(), torch.zeros_like(x0), torch.zeros_like(x0)
+    for t in range(40):
+        g = _grads(x, t)
+        m = h["beta1"] * m + (1 - h["beta1"]) * g
+        v = h["beta2"] * v + (1 - h["beta2"]) * g * g
+        x = x - lr * (m / ((v / h["beta2"]).sqrt() + h["eps"]) + decay * x)
+    torch.testing.assert_close(ours, x, rtol=1e-9, atol=1e-12)

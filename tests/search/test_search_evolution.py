@@ -140,3 +140,18 @@ def test_found_rules_become_catalog_files(tmp_path):
     from optdisco.search.found import parse_searched_form
     assert float(rule.meta["Defaults"].split(",")[0].removeprefix("lr=")) > 0
     assert equivalent(rule, parse_searched_form(rule.meta["Searched"])).equal
+
+
+def test_a_found_rule_made_by_simplification_reports_the_simplification_score(tmp_path):
+    # A simplified winner is a new program: it has no search fitness, only the score the
+    # simplification stage gave it (campaign adamw_v3's found rule 402 was one).
+    from optdisco.search.found import found_rules
+    store, found = run(tmp_path, **{"budget": 20, "funnel.threshold": -100.0, "funnel.top_k": 1})
+    with Store(store.path) as st:
+        p = parse("def simpler(w, g, m):\n    m = interp(g, m, 0.5)\n    return m, m\n")
+        pid = st.add_program(p, "fp-simpler", parent=found[0], mutation="simplify", arm="simplify",
+                             phase="simplify", status="done")
+        st.add_evaluation(pid, "simplify", "{}", {"fitness": 0.25})
+        st.set_meta("found", json.dumps([pid]))
+    (rule,) = found_rules(store.path)
+    assert rule["id"] == pid and rule["facts"]["Fitness"].startswith("+0.2500 (simplification stage")
