@@ -120,3 +120,21 @@ def keeps_w(w, g, prev):
     assert res.failure is None
     assert torch.allclose(res.params, params, rtol=1e-5, atol=1e-7)
     assert math.isclose(res.loss, val, rel_tol=1e-5)
+
+
+def test_two_threads_train_bit_for_bit_like_one(rules):
+    from optdisco.evaluators.train import _deal_programs
+    task = get_task("digits_cnn")
+    progs = [ADAMW, rules["lion"], rules["sgd"], rules["normed"]]
+    runs = [Run(k, lr, s) for k in range(4) for lr in (1e-3, 1e-2) for s in (0, 1)] + [Run(0, 0.3, 1)]
+    before = torch.get_num_threads()
+    one = train(task, progs, runs, steps=15, threads=1)
+    two = train(task, progs, runs, steps=15, threads=2)
+    assert torch.get_num_threads() == before
+    for a, b in zip(one, two):
+        assert a.curve == b.curve and a.failure == b.failure
+        assert (a.params is None and b.params is None) or torch.equal(a.params, b.params)
+    parts = _deal_programs(runs, 2)
+    assert sorted(i for p in parts for i in p) == list(range(len(runs)))
+    assert all(len({runs[i].program for i in p} & {runs[j].program for j in q}) == 0
+               for p in parts for q in parts if p is not q)
