@@ -117,19 +117,17 @@ class FlatTape:
         self.segments = Segments(layout)
         update, states = program.outputs()
         hyper = program.hyperparameter_defaults
-        inputs = {"w": FULL, "g": FULL, **{s: FULL for s in program.state_names}, "step": SCALAR, "lr": ROW}
-        names: dict[Expr, str] = {}
-        kinds: dict[str, int] = {}
-        timed: set[str] = {"step"}          # names whose value changes with the step
-        self.constants: list[float] = []    # values of k0, k1, ...: literals, then hyperparameters
+        names: dict[Expr, str] = {}         # node -> the variable holding it in the generated code
+        kinds: dict[str, int] = {"w": FULL, "g": FULL, "step": SCALAR, "lr": ROW}
+        timed: set[str] = {"step"}          # variables whose value changes with the step
+        self.constants: list[float] = []    # values of k0, k1, ...: hyperparameters, then literals
         fold: list[str] = []                # lines computing step-independent scalar nodes f0, f1, ...
         body: list[str] = []
+        for n in ("w", "g", "step", "lr"):
+            names[Name(n)] = n
         for i, s in enumerate(program.state_names):
             names[Name(s)] = f"s{i}"
             kinds[f"s{i}"] = FULL
-        for n in ("w", "g", "step", "lr"):
-            names[Name(n)] = n
-            kinds[n] = inputs[n]
 
         def constant(value: float) -> str:
             name = f"k{len(self.constants)}"
