@@ -34,18 +34,24 @@ def math_text(p: Program) -> str:
     """The rule as equations over its inputs: ``u = ...`` then ``s' = ...`` per state (sympy's
     simplified form where the language provides it, else temporaries substituted)."""
     try:
-        from ..dsl.symbolic import simplified
+        from ..dsl.symbolic import simplified, to_sympy
         import sympy
         # hyperparameters at their defaults, so the math shows the numbers the search chose
         q = p
         for name, value in p.hyperparameters:
             q = _inline(q, name, value)
-        rule = simplified(q, seconds=1.0)
+        rule, raw = simplified(q, seconds=1.0), to_sympy(q)
 
         def short(e):  # decimals read better than sympy's exact rationals (1687/4000)
-            return e.xreplace({r: sympy.Float(r, 4) for r in e.atoms(sympy.Rational) if not r.is_Integer})
+            return str(e.xreplace({r: sympy.Float(r, 4) for r in e.atoms(sympy.Rational) if not r.is_Integer}))
 
-        parts = [f"u = {short(rule.update)}"] + [f"{s}' = {short(e)}" for s, e in rule.states.items()]
+        def best(simple, plain):
+            # simplification over common denominators can turn 0.29 g + 0.71 m into
+            # 3e9 (2919 g + 7081 m) / ...; keep whichever form is shorter
+            return min(short(simple), short(plain), key=len)
+
+        parts = [f"u = {best(rule.update, raw.update)}"] + [
+            f"{s}' = {best(e, raw.states[s])}" for s, e in rule.states.items()]
         del sympy
         return "; ".join(parts)
     except Exception:  # noqa: BLE001 - no sympy bridge (yet): show the resolved expressions
@@ -117,22 +123,28 @@ def fitness_definition(cfg: dict[str, Any]) -> str:
 
 
 def rich_table(store: Store, k: int = 8):
-    """The leaderboard as a rich Table."""
+    """The leaderboard for a terminal: a table of the numbers, then each rule's math on its
+    own full-width line (a formula squeezed into a column of a 9-column table in an
+    80-column terminal is unreadable)."""
+    from rich.console import Group
     from rich.table import Table
     stages = [s["stage"] for s in json.loads(store.get_meta("funnel") or "[]")]
     cfg = json.loads(store.get_meta("config_json") or "{}")
-    t = Table(title=f"leaderboard (fitness = {fitness_definition(cfg)}; > 0 beats AdamW)", expand=True)
+    t = Table(title=f"leaderboard (fitness = {fitness_definition(cfg)}; > 0 beats AdamW)")
     t.add_column("#", no_wrap=True)
     t.add_column("id", no_wrap=True)
-    t.add_column("rule (math)", ratio=1, min_width=30, overflow="fold")
     for col in ["search", *stages, "states", "found"]:
         t.add_column(col, no_wrap=True)
+    rules = Table(show_header=True, show_edge=False, box=None, expand=True)
+    rules.add_column("id", no_wrap=True)
+    rules.add_column("rule (math)", ratio=1, overflow="fold")
     for rank, r in enumerate(rows(store, k), 1):
         ci = "" if r["ci_low"] is None or r["ci_low"] == r["ci_high"] else \
             f" [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]"
         fit = "—" if r["fitness"] is None else f"{r['fitness']:+.3f}{ci}"
-        math = r["math"] if len(r["math"]) <= 160 else r["math"][:157] + "..."
-        t.add_row(str(rank), str(r["id"]), math, fit,
+        math = r["math"] if len(r["math"]) <= 240 else r["math"][:237] + "..."
+        t.add_row(str(rank), str(r["id"]), fit,
                   *[f"{r['stages'][s]:+.3f}" if s in r["stages"] else "" for s in stages],
                   f"{r['states']} ({r['bytes_per_param']} B)", "yes" if r["found"] else "")
-    return t
+        rules.add_row(str(r["id"]), math)
+    return Group(t, rules)

@@ -75,3 +75,20 @@ def test_address_joins_a_running_cluster(ray_session, tmp_path):
     with Store(db, create=False) as s:
         assert s.counts()["done"] == 8
         assert s.evaluations() and all(e["worker"] for e in s.evaluations())
+
+
+def test_leaderboard_math_reads_as_decimals_and_gets_its_own_lines():
+    # simplifying over a common denominator turned 0.29 g + 0.71 m into 3.1e9 (2919 g + 7081 m) / ...
+    from rich.console import Console
+
+    from optdisco.dsl import parse
+    from optdisco.search.leaderboard import math_text, rich_table
+    p = parse("def r(w, g, m, v):\n    m = interp(g, m, 0.7081)\n    v = interp(square(g), v, 0.9986)\n"
+              "    return m / 0.01618 / (sqrt(v) / sqrt(0.9986) + 1e-8) + 0.7081 * w, m, v\n")
+    text = math_text(p)
+    assert "0.2919*g + 0.7081*m" in text and "2919" not in text.replace("0.2919", "")
+    console = Console(width=80, record=True)
+    with Store(":memory:") as store:
+        console.print(rich_table(store))
+    header = next(line for line in console.export_text().splitlines() if "rule (math)" in line)
+    assert header.split() == ["id", "rule", "(math)"]  # the math has a full-width table of its own
