@@ -10,6 +10,10 @@ evaluated three ways with the same trainer and the same seeds:
 * per candidate: one call per rule, its 5 learning rates batched;
 * batched: all 32 x 5 runs as one batched computation.
 
+With ``--threads N``, ``train(threads=N)`` deals the programs to N cores, one torch thread
+each; a single program gets one core (faster than torch's threads on runs this small, so
+the one-at-a-time modes are not handicapped), and only the batched mode can use more.
+
 It checks that the modes give the same final losses (rules that draw ``randn()`` noise
 excepted: their draws depend on how rows are grouped), then prints the rates. With
 ``--rank`` it also ranks the catalog rules by fitness on the proxy and held-out suites
@@ -102,7 +106,7 @@ def rank_correlation(names: list[str], budget: float) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads (1 by default: the search runs one evaluation per core)")
+                    help="cores for train() (1 by default: the search runs one evaluation per core)")
     ap.add_argument("--sample", type=int, default=8, help="candidates timed in the unbatched mode")
     ap.add_argument("--rank", nargs="*", metavar="RULE", default=None,
                     help="also rank these catalog rules (default set if none given) on both suites")

@@ -92,7 +92,7 @@ def evaluate(programs: Sequence[Program], *, suite: str = "proxy", tasks: Sequen
              time_limit: float | None = None, cache_dir: "str | Path | None" = None,
              baseline: "str | Program" = "adamw", scale: str = "cpu", refine: float | None = REFINE,
              properties: bool = True, curves: bool = True, device: str = "cpu",
-             aggregate: str = "mean") -> list[Evaluation]:
+             aggregate: str = "mean", threads: int = 1) -> list[Evaluation]:
     """Evaluate each program on the tasks of ``suite`` (or ``tasks``) against the tuned baseline.
 
     ``aggregate``: "mean" (fitness = mean over tasks of the log-ratios) or "standardized"
@@ -101,7 +101,9 @@ def evaluate(programs: Sequence[Program], *, suite: str = "proxy", tasks: Sequen
 
     ``seeds`` seeds 0..seeds-1; ``budget`` scales each task's default steps; ``time_limit``
     is seconds per program for the whole evaluation (a program over it fails the remaining
-    tasks). All programs train together, batched, on ``device``. Returns one :class:`Evaluation` per program.
+    tasks). All programs train together, batched, on ``device``; on CPU, ``threads`` cores
+    train different programs side by side (the numbers do not change with it). Returns one
+    :class:`Evaluation` per program.
     """
     if aggregate not in AGGREGATES:
         raise ValueError(f"aggregate must be one of {AGGREGATES}, not {aggregate!r}")
@@ -128,7 +130,7 @@ def evaluate(programs: Sequence[Program], *, suite: str = "proxy", tasks: Sequen
         if time_limit is not None and live:
             limit = max(0.0, time_limit - max(spent[k] for k in live))
         tuned = tune(task, [programs[k] for k in live], seeds=seed_list, steps=steps, grid=lr_grid,
-                     refine=refine, time_limit=limit) if live else []
+                     refine=refine, time_limit=limit, threads=threads) if live else []
         ok = [(k, t) for k, t in zip(live, tuned) if t.ok]
         props = solution_properties(task, [t.params for _, t in ok], seed_list[:1]) if properties else []
         for k in live:

@@ -34,10 +34,11 @@ from .tape import make_step
 from .tasks import Task
 
 EXPLODE = 100.0
-#: Training is single-threaded by default: a multi-threaded matrix product splits its work
-#: by the batch's shape, so a rule trained beside others would round differently from the
-#: same rule trained alone (or from its cached baseline), and chaotic training turns that
-#: rounding into loss differences of tens of percent. The search runs one worker per core.
+#: One core by default: the search runs one worker per core. More cores train different
+#: programs side by side, each on one torch thread (see :func:`train`): a multi-threaded
+#: matrix product splits its work by the batch's shape, so a rule trained beside others
+#: would round differently from the same rule trained alone (or from its cached baseline),
+#: and chaotic training turns that rounding into loss differences of tens of percent.
 TRAIN_THREADS = 1
 WARMUP = 0.05
 
@@ -102,18 +103,22 @@ def train(task: Task, programs: Sequence[Program], runs: Sequence[Run], *, steps
 
     ``time_limit`` (seconds) applies per program: its own update time plus an equal share of
     the shared forward/backward time; a program over the limit fails with that reason.
-    ``threads``: CPU cores to use (None: torch's current thread setting, as it is). With
-    ``threads > 1`` the programs are dealt into that many groups trained side by side, one
-    Python thread and one torch thread each, so the numbers are bit for bit those of
-    ``threads=1`` (torch's own threading splits matrix products by the batch's shape, which
-    changes their rounding); it is also faster than torch's threading on the small tasks.
+    ``threads``: CPU cores to use; None leaves torch's thread setting as it is. The
+    programs are dealt into up to ``threads`` groups trained side by side, one Python thread
+    and one torch thread each (a program's runs stay together, so one program uses one
+    core). The numbers are therefore bit for bit the same for every ``threads``: torch's
+    own threading splits matrix products by the batch's shape, which changes their rounding
+    and would make a candidate's loss depend on the machine it ran on. On the small tasks
+    this is also faster than torch's threading.
     """
     kwargs = dict(steps=steps, n_evals=n_evals, time_limit=time_limit, keep_params=keep_params, dtype=dtype)
     if task.device != "cpu":
         return _train(task, programs, runs, **kwargs)
-    parts = _deal_programs(runs, threads or 1)
+    if threads is None:
+        return _train(task, programs, runs, **kwargs)
+    parts = _deal_programs(runs, threads)
     if len(parts) <= 1:
-        with cpu_threads(threads):
+        with cpu_threads(1):
             return _train(task, programs, runs, **kwargs)
     results: list[RunResult | None] = [None] * len(runs)
     with cpu_threads(1), ThreadPoolExecutor(len(parts), thread_name_prefix="optdisco-train") as pool:

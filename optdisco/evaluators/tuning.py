@@ -43,14 +43,16 @@ class Tuned:
 
 def tune(task: Task, programs: Sequence[Program], *, seeds: Sequence[int], steps: int,
          grid: Sequence[float] = DEFAULT_LR_GRID, refine: float | None = REFINE,
-         time_limit: float | None = None, extend: int = 2) -> list[Tuned]:
-    """Tune each program's peak learning rate on ``task`` and train ``seeds`` at it (see module doc)."""
+         time_limit: float | None = None, extend: int = 2, threads: int = 1) -> list[Tuned]:
+    """Tune each program's peak learning rate on ``task`` and train ``seeds`` at it (see module
+    doc); ``threads`` CPU cores (:func:`optdisco.evaluators.train.train`: the same numbers)."""
     K, s0 = len(programs), seeds[0]
     results: list[list[tuple[float, RunResult]]] = [[] for _ in range(K)]
 
     def stage(runs: list[Run]) -> None:
         if runs:
-            for r, res in zip(runs, train(task, programs, runs, steps=steps, time_limit=time_limit)):
+            for r, res in zip(runs, train(task, programs, runs, steps=steps, time_limit=time_limit,
+                                                threads=threads)):
                 results[r.program].append((r.lr, res))
 
     def best(k: int) -> tuple[float, RunResult] | None:
@@ -97,6 +99,6 @@ def tune(task: Task, programs: Sequence[Program], *, seeds: Sequence[int], steps
     extra = [Run(k, out[k].lr, s) for k in range(K) if out[k].ok for s in seeds[1:]]
     if extra:
         for r, res in zip(extra, train(task, programs, extra, steps=steps, time_limit=time_limit,
-                                        keep_params=False)):
+                                        keep_params=False, threads=threads)):
             out[r.program].losses.append(res.loss)
     return out

@@ -138,3 +138,22 @@ def test_two_threads_train_bit_for_bit_like_one(rules):
     assert sorted(i for p in parts for i in p) == list(range(len(runs)))
     assert all(len({runs[i].program for i in p} & {runs[j].program for j in q}) == 0
                for p in parts for q in parts if p is not q)
+
+
+def test_one_program_uses_one_core_whatever_threads_says():
+    # one program's runs stay together, so more threads cannot help it; torch's own
+    # threading would change the rounding, so it is not used either
+    # (ho_char_lm's products are big enough for torch to split them: it rounds differently)
+    task = get_task("ho_char_lm")
+    runs = [Run(0, 0.01, 0), Run(0, 0.1, 0), Run(0, 0.003, 1)]
+    one = train(task, [ADAMW], runs, steps=10, n_evals=2, threads=1)
+    two = train(task, [ADAMW], runs, steps=10, n_evals=2, threads=2)
+    assert all(torch.equal(a.params, b.params) for a, b in zip(one, two))
+
+
+def test_evaluate_gives_the_same_numbers_on_two_cores(rules, tmp_path):
+    from optdisco.evaluators import evaluate
+    progs = [rules["lion"], rules["sgd"], rules["normed"]]
+    a = evaluate(progs, tasks=["logreg"], budget=0.3, properties=False, cache_dir=tmp_path)
+    b = evaluate(progs, tasks=["logreg"], budget=0.3, properties=False, cache_dir=tmp_path, threads=2)
+    assert [e.per_task for e in a] == [e.per_task for e in b] and [e.tuned_lr for e in a] == [e.tuned_lr for e in b]
