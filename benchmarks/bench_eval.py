@@ -47,7 +47,8 @@ def throughput(threads: int, sample: int) -> float:
     task = get_task("digits_mlp")
     progs = candidates()
     runs = [Run(k, lr, 0) for k in range(len(progs)) for lr in DEFAULT_LR_GRID]
-    train(task, progs[:2], runs[:2], steps=3, threads=threads)  # warm up data and code paths
+    # warm up data, code paths and the worker processes (with the batched call's shapes)
+    train(task, progs, runs, steps=3, threads=threads)
 
     t = time.perf_counter()
     batched = train(task, progs, runs, keep_params=False, threads=threads)

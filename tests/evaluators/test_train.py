@@ -157,3 +157,17 @@ def test_evaluate_gives_the_same_numbers_on_two_cores(rules, tmp_path):
     a = evaluate(progs, tasks=["logreg"], budget=0.3, properties=False, cache_dir=tmp_path)
     b = evaluate(progs, tasks=["logreg"], budget=0.3, properties=False, cache_dir=tmp_path, threads=2)
     assert [e.per_task for e in a] == [e.per_task for e in b] and [e.tuned_lr for e in a] == [e.tuned_lr for e in b]
+
+
+def test_a_task_built_by_hand_trains_in_threads_with_the_same_numbers(rules):
+    # workers rebuild tasks by name; a task that is not registered stays in this process
+    import dataclasses
+
+    from optdisco.evaluators import workers
+    task = dataclasses.replace(get_task("logreg"), name="my_logreg")
+    assert not workers.can_send(task) and workers.can_send(get_task("logreg"))
+    progs = [ADAMW, rules["lion"], rules["sgd"]]
+    runs = [Run(k, lr, 0) for k in range(3) for lr in (1e-3, 1e-2)]
+    one = train(task, progs, runs, steps=12, threads=1)
+    two = train(task, progs, runs, steps=12, threads=2)
+    assert all(torch.equal(a.params, b.params) for a, b in zip(one, two))

@@ -1,0 +1,77 @@
+"""Worker processes for :func:`optdisco.evaluators.train.train` on more than one core.
+
+Python threads cannot run several rules' updates at once (each update is hundreds of
+4–10 µs torch calls, and every hand-off of the GIL costs a thread wake-up: two threads
+reach 1.2–1.4x), so ``train(threads=N)`` sends all but one group of programs to N - 1
+worker processes and trains the last group itself. Workers are spawned, never forked (the
+parent holds OpenMP threads, and inside Ray, Ray's), once per process and reused; each
+runs torch on one thread, so its numbers are bit for bit those of training in-process.
+A worker gets the task by name (several tasks hold lambdas and cannot be pickled), so
+only registered tasks go to workers; :func:`can_send` says which.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, Sequence
+
+import torch
+
+_POOL: ProcessPoolExecutor | None = None
+_POOL_SIZE = 0
+
+
+def _start_worker() -> None:
+    torch.set_num_threads(1)
+
+
+def pool(size: int) -> ProcessPoolExecutor:
+    """The shared pool of ``size`` spawned workers (started on first use, ~3 s)."""
+    global _POOL, _POOL_SIZE
+    if _POOL is None or _POOL_SIZE != size:
+        if _POOL is not None:
+            _POOL.shutdown(wait=False, cancel_futures=True)
+        _POOL = ProcessPoolExecutor(size, mp_context=multiprocessing.get_context("spawn"),
+                                    initializer=_start_worker)
+        _POOL_SIZE = size
+    return _POOL
+
+
+def reset() -> None:
+    """Forget a pool whose worker died (the next call starts a fresh one)."""
+    global _POOL, _POOL_SIZE
+    if _POOL is not None:
+        _POOL.shutdown(wait=False, cancel_futures=True)
+    _POOL, _POOL_SIZE = None, 0
+
+
+def task_ref(task) -> tuple[str, str, str] | None:
+    """(name, scale, device) that rebuild ``task`` in a worker, or None if none does."""
+    from .tasks import get_task
+    for scale in ("cpu", "gpu"):
+        try:
+            if get_task(task.name, scale, task.device).key == task.key:
+                return task.name, scale, task.device
+        except (KeyError, ValueError):
+            return None
+    return None
+
+
+def can_send(task) -> bool:
+    """Whether ``task`` can be trained in a worker (a registered task, on CPU)."""
+    return task.device == "cpu" and task_ref(task) is not None
+
+
+def train_in_worker(ref: tuple[str, str, str], programs: Sequence[Any], runs: Sequence[Any],
+                    kwargs: dict) -> list:
+    """Runs in a worker: :func:`optdisco.evaluators.train._train` on one torch thread."""
+    from ..dsl.interpreter import cpu_threads
+    from .tasks import get_task
+    from .train import _train
+    with cpu_threads(1):
+        return _train(get_task(*ref), programs, runs, **kwargs)
+
+
+__all__ = ["BrokenProcessPool", "can_send", "pool", "reset", "task_ref", "train_in_worker"]
