@@ -140,8 +140,8 @@ def _train_in_processes(task: Task, programs: Sequence[Program], runs: Sequence[
                         kwargs: dict) -> list[list[RunResult]]:
     """All groups but the first in worker processes (:mod:`.workers`), the first here."""
     ref = workers.task_ref(task)
-    futures = [workers.pool(len(parts) - 1).submit(workers.train_in_worker, ref, programs,
-                                                   [runs[i] for i in part], kwargs) for part in parts[1:]]
+    futures = [workers.submit(len(parts) - 1, ref, programs, [runs[i] for i in part], kwargs)
+               for part in parts[1:]]
     with cpu_threads(1):
         out = [_train(task, programs, [runs[i] for i in parts[0]], **kwargs)]
     for part, future in zip(parts[1:], futures):

@@ -64,6 +64,15 @@ def can_send(task) -> bool:
     return task.device == "cpu" and task_ref(task) is not None
 
 
+def submit(size: int, ref: tuple[str, str, str], programs: Sequence[Any], runs: Sequence[Any], kwargs: dict):
+    """:func:`train_in_worker` queued on the pool (restarted once if a worker had died)."""
+    try:
+        return pool(size).submit(train_in_worker, ref, programs, runs, kwargs)
+    except BrokenProcessPool:
+        reset()
+        return pool(size).submit(train_in_worker, ref, programs, runs, kwargs)
+
+
 def train_in_worker(ref: tuple[str, str, str], programs: Sequence[Any], runs: Sequence[Any],
                     kwargs: dict) -> list:
     """Runs in a worker: :func:`optdisco.evaluators.train._train` on one torch thread."""
@@ -74,4 +83,4 @@ def train_in_worker(ref: tuple[str, str, str], programs: Sequence[Any], runs: Se
         return _train(get_task(*ref), programs, runs, **kwargs)
 
 
-__all__ = ["BrokenProcessPool", "can_send", "pool", "reset", "task_ref", "train_in_worker"]
+__all__ = ["BrokenProcessPool", "can_send", "pool", "reset", "submit", "task_ref", "train_in_worker"]

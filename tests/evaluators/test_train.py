@@ -171,3 +171,22 @@ def test_a_task_built_by_hand_trains_in_threads_with_the_same_numbers(rules):
     one = train(task, progs, runs, steps=12, threads=1)
     two = train(task, progs, runs, steps=12, threads=2)
     assert all(torch.equal(a.params, b.params) for a, b in zip(one, two))
+
+
+def test_a_worker_process_that_dies_costs_time_not_results(rules):
+    import os
+    import signal
+
+    from optdisco.evaluators import workers
+    task = get_task("logreg")
+    progs = [ADAMW, rules["lion"], rules["sgd"]]
+    runs = [Run(k, lr, 0) for k in range(3) for lr in (1e-3, 1e-2)]
+    one = train(task, progs, runs, steps=12, threads=1)
+    train(task, progs, runs, steps=2, threads=2)          # the pool is up
+    for proc in list(workers.pool(1)._processes.values()):  # and now its worker is gone
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.join(5)
+    two = train(task, progs, runs, steps=12, threads=2)
+    assert all(torch.equal(a.params, b.params) for a, b in zip(one, two))
+    again = train(task, progs, runs, steps=12, threads=2)  # and a fresh pool serves the next call
+    assert all(torch.equal(a.params, b.params) for a, b in zip(one, again))
