@@ -6,8 +6,9 @@ Defaults: every found rule in the catalog, Lion, and ``baseline``: the evaluator
 program (which must score exactly 0: a check that a rule trained in a batch matches its
 cached baseline; the catalog's ``adamw`` writes the bias corrections in another order and
 differs by rounding, which chaotic training amplifies, e.g. +0.027 on ho_mnist1d_cnn at
-budget 1). Each rule is a catalog name, a rule file, DB:ID or ``baseline``. Prints, per budget, the mean fitness with its 95% bootstrap
-interval, the probability of beating AdamW and the per-task log-ratios.
+budget 1). Each rule is a catalog name, a rule file, DB:ID or ``baseline``. Prints, per
+budget, the mean fitness with its 95% bootstrap interval, the probability of beating
+AdamW and the per-task log-ratios.
 """
 
 from __future__ import annotations

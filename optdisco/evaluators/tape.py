@@ -16,7 +16,7 @@ overhead dominates training. A :class:`FlatTape` instead:
 * folds the step-independent scalar nodes (``1 - beta1``) once per dtype and device;
 * runs elementwise nodes once over the whole flat row, and per-tensor built-ins on the
   layout's segments: a reduction gives a ``(rows, T)`` tensor (one value per run and
-  tensor), which is widened to ``(rows, N)`` (``repeat_interleave``) only where it meets a
+  tensor), which is widened to ``(rows, N)`` (``index_select``) only where it meets a
   full-width value; a matrix built-in runs per tensor on its shaped view.
 
 Each node has a static kind (0-d scalar, per-run ``(rows, 1)``, per-tensor ``(rows, T)``
@@ -141,6 +141,9 @@ class FlatTape:
         def full(name: str) -> str:
             return f"S.widen({name})" if kinds[name] == SEGMENT else name
 
+        def full_shape(name: str) -> str:  # a reduction's or matrix built-in's argument, as the interpreter's ctx.full
+            return full(name) if kinds[name] >= SEGMENT else f"torch.broadcast_to({name}, w.shape)"
+
         def remember(e: Expr, name: str) -> str:
             names[e] = name
             return name
@@ -182,7 +185,7 @@ class FlatTape:
                 body.append(f"    {out} = S.numel(dt, w.device)")
             elif e.fn in REDUCTION:
                 squared, how = REDUCTION[e.fn]
-                x = full(args[0]) if kinds[args[0]] >= SEGMENT else f"torch.broadcast_to({args[0]}, w.shape)"
+                x = full_shape(args[0])
                 if squared:
                     body.append(f"    v{len(body)} = {x} * {x}")
                     x = f"v{len(body) - 1}"
@@ -190,7 +193,7 @@ class FlatTape:
                 reduced = f"S.reduce('{how}', {x})"
                 body.append(f"    {out} = {'torch.sqrt(' + reduced + ')' if squared else reduced}")
             elif kind == "matrix":
-                x = full(args[0]) if kinds[args[0]] >= SEGMENT else f"torch.broadcast_to({args[0]}, w.shape)"
+                x = full_shape(args[0])
                 out, out_kind = f"v{len(body)}", FULL
                 body.append(f"    {out} = S.matrix('{e.fn}', {x})")
             else:

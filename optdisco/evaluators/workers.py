@@ -7,7 +7,7 @@ worker processes and trains the last group itself. Workers are spawned, never fo
 parent holds OpenMP threads, and inside Ray, Ray's), once per process and reused; each
 runs torch on one thread, so its numbers are bit for bit those of training in-process.
 A worker gets the task by name (several tasks hold lambdas and cannot be pickled), so
-only registered tasks go to workers; :func:`can_send` says which.
+only registered tasks go to workers (:func:`task_ref` is None for the others).
 """
 
 from __future__ import annotations
@@ -31,8 +31,7 @@ def pool(size: int) -> ProcessPoolExecutor:
     """The shared pool of ``size`` spawned workers (started on first use, ~3 s)."""
     global _POOL, _POOL_SIZE
     if _POOL is None or _POOL_SIZE != size:
-        if _POOL is not None:
-            _POOL.shutdown(wait=False, cancel_futures=True)
+        reset()
         _POOL = ProcessPoolExecutor(size, mp_context=multiprocessing.get_context("spawn"),
                                     initializer=_start_worker)
         _POOL_SIZE = size
@@ -59,11 +58,6 @@ def task_ref(task) -> tuple[str, str, str] | None:
     return None
 
 
-def can_send(task) -> bool:
-    """Whether ``task`` can be trained in a worker (a registered task, on CPU)."""
-    return task.device == "cpu" and task_ref(task) is not None
-
-
 def submit(size: int, ref: tuple[str, str, str], programs: Sequence[Any], runs: Sequence[Any], kwargs: dict):
     """:func:`train_in_worker` queued on the pool (restarted once if a worker had died)."""
     try:
@@ -83,4 +77,4 @@ def train_in_worker(ref: tuple[str, str, str], programs: Sequence[Any], runs: Se
         return _train(get_task(*ref), programs, runs, **kwargs)
 
 
-__all__ = ["BrokenProcessPool", "can_send", "pool", "reset", "submit", "task_ref", "train_in_worker"]
+__all__ = ["BrokenProcessPool", "pool", "reset", "submit", "task_ref", "train_in_worker"]

@@ -34,24 +34,23 @@ def math_text(p: Program) -> str:
     """The rule as equations over its inputs: ``u = ...`` then ``s' = ...`` per state (sympy's
     simplified form where the language provides it, else temporaries substituted)."""
     try:
-        from ..dsl.symbolic import simplified, to_sympy
+        from ..dsl.symbolic import simplify_bounded, to_sympy
         import sympy
         # hyperparameters at their defaults, so the math shows the numbers the search chose
         q = p
         for name, value in p.hyperparameters:
             q = _inline(q, name, value)
-        rule, raw = simplified(q, seconds=1.0), to_sympy(q)
+        rule = to_sympy(q)
 
         def short(e):  # decimals read better than sympy's exact rationals (1687/4000)
             return str(e.xreplace({r: sympy.Float(r, 4) for r in e.atoms(sympy.Rational) if not r.is_Integer}))
 
-        def best(simple, plain):
+        def best(e):
             # simplification over common denominators can turn 0.29 g + 0.71 m into
             # 3e9 (2919 g + 7081 m) / ...; keep whichever form is shorter
-            return min(short(simple), short(plain), key=len)
+            return min(short(simplify_bounded(e, 1.0)), short(e), key=len)
 
-        parts = [f"u = {best(rule.update, raw.update)}"] + [
-            f"{s}' = {best(e, raw.states[s])}" for s, e in rule.states.items()]
+        parts = [f"u = {best(rule.update)}"] + [f"{s}' = {best(e)}" for s, e in rule.states.items()]
         del sympy
         return "; ".join(parts)
     except Exception:  # noqa: BLE001 - no sympy bridge (yet): show the resolved expressions

@@ -165,7 +165,7 @@ def test_a_task_built_by_hand_trains_in_threads_with_the_same_numbers(rules):
 
     from optdisco.evaluators import workers
     task = dataclasses.replace(get_task("logreg"), name="my_logreg")
-    assert not workers.can_send(task) and workers.can_send(get_task("logreg"))
+    assert workers.task_ref(task) is None and workers.task_ref(get_task("logreg")) is not None
     progs = [ADAMW, rules["lion"], rules["sgd"]]
     runs = [Run(k, lr, 0) for k in range(3) for lr in (1e-3, 1e-2)]
     one = train(task, progs, runs, steps=12, threads=1)
