@@ -28,6 +28,7 @@ from .cache import fingerprint, settings_key
 from .evolution import Evolution
 from .executors import BatchFailure
 from .fitness import WORST
+from .prefilter import screen
 from .store import ProgramRow, Store
 
 
@@ -126,6 +127,7 @@ class Campaign:
         self.max_retries = d["max_retries"]
         self.depth = max(1, executor.workers) * d["batch_size"] * d["queue"]
         self.settings = search_settings(self.cfg)
+        self.prefilter = bool(self.cfg["space"].get("prefilter", False))
         self.settings_key = settings_key(self.settings)
         self._parsed: dict[int, Program] = {}
         self._batches: dict[int, dict[str, Any]] = {}  # in flight: id -> {stage, programs, attempt}
@@ -181,11 +183,18 @@ class Campaign:
             prop = self.strategy.propose(i, history[:max(0, i - self.depth)], self.parse_row)
             fp = fingerprint(prop.program)
             hit = self.store.find_fingerprint(fp, phase="search")
+            # the warm start is the user's choice: it is trained whatever the screen says
+            reason = (screen(prop.program) if hit is None and self.prefilter and prop.mutation != "warm_start"
+                      else None)
+            status = "rejected" if reason is not None else "pending" if hit is None else "waiting"
             pid = self.store.add_program(prop.program, fp, parent=prop.parent, mutation=prop.mutation,
-                                         arm=prop.arm, phase="search",
-                                         status="pending" if hit is None else "waiting",
+                                         arm=prop.arm, phase="search", status=status,
                                          cache_of=None if hit is None else hit.id, idx=i)
-            if hit is not None and hit.seq is not None:
+            if reason is not None:  # never trained: the worst fitness, the reason kept with it
+                self.store.add_rejection(pid, reason)
+                self.store.complete(pid, WORST, "rejected")
+                history.append(self.store.program(pid))
+            elif hit is not None and hit.seq is not None:
                 self.store.complete(pid, hit.fitness, "cached")
                 history.append(self.store.program(pid))
             n_generated += 1

@@ -14,6 +14,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
 
+from .macro import MACROS
+
 
 class ConfigError(ValueError):
     """A campaign setting that does not exist or has a bad value."""
@@ -49,6 +51,9 @@ SCHEMA: dict[str, dict[str, _Key]] = {
     "space": {
         "max_statements": _Key(int, 1, 64),
         "max_states": _Key(int, 0, 8),
+        "macro_weight": _Key(float, 0.0, 1.0),
+        "macro_weights": _Key(dict),
+        "prefilter": _Key(bool),
     },
     "fitness": {
         "evaluator": _Key(str, choices=("proxy", "quadratic")),
@@ -75,6 +80,12 @@ SCHEMA: dict[str, dict[str, _Key]] = {
         "threshold": _Key(float),
         "stages": _Key(list),
     },
+}
+
+# Settings added after stores were made, with the value that replays those stores' campaigns:
+# a stored config without them resumes as it ran.
+ADDED_LATER: dict[str, dict[str, Any]] = {
+    "space": {"macro_weight": 0.0, "macro_weights": {}, "prefilter": False},
 }
 
 STAGE_KEYS: dict[str, _Key] = {
@@ -158,6 +169,9 @@ def validate(cfg: Mapping[str, Any]) -> dict[str, Any]:
             out[key] = _check("", key, value, SCHEMA[""][key])
         else:
             raise _unknown(key, list(SCHEMA[""]) + [s for s in SCHEMA if s])
+    for section, added in ADDED_LATER.items():
+        for k, v in added.items():
+            out.setdefault(section, {}).setdefault(k, copy.deepcopy(v))
     for section, keys in SCHEMA.items():
         have = out if section == "" else out.get(section, {})
         missing = [k for k in keys if k not in have]
@@ -179,10 +193,20 @@ def validate(cfg: Mapping[str, Any]) -> dict[str, Any]:
         checked.setdefault("name", f"stage{i + 1}")
         stages.append(checked)
     out["funnel"]["stages"] = stages
+    out["space"]["macro_weights"] = _check_macro_weights(out["space"]["macro_weights"])
     ev = out["evolution"]
     if ev["tournament"] > ev["population"]:
         raise ConfigError(f"evolution.tournament ({ev['tournament']}) cannot exceed "
                           f"evolution.population ({ev['population']})")
+    return out
+
+
+def _check_macro_weights(weights: Mapping[str, Any]) -> dict[str, float]:
+    out = {}
+    for name, w in weights.items():
+        if name not in MACROS:
+            raise _unknown(f"space.macro_weights.{name}", MACROS)
+        out[name] = _check("space.macro_weights", name, w, _Key(float, 0.0))
     return out
 
 

@@ -22,7 +22,8 @@ from typing import Sequence
 import numpy as np
 
 from ..dsl.ir import Program
-from .mutate import Space, mutate, random_program
+from .macro import mutate_in_space as mutate
+from .mutate import Space, random_program
 from .store import ProgramRow
 
 

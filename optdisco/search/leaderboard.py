@@ -121,6 +121,15 @@ def fitness_definition(cfg: dict[str, Any]) -> str:
     return "mean log(AdamW loss / rule loss)"
 
 
+def rejections_text(store: Store) -> str:
+    """The candidates the free pre-filters rejected untrained, counted by reason, as one line."""
+    counts = store.rejection_counts()
+    if not counts:
+        return "rejected untrained by the pre-filters: none"
+    per = ", ".join(f"{reason}: {n}" for reason, n in counts.items())
+    return f"rejected untrained by the pre-filters: {sum(counts.values())} ({per})"
+
+
 def rich_table(store: Store, k: int = 8):
     """The leaderboard for a terminal: a table of the numbers, then each rule's math on its
     own full-width line (a formula squeezed into a column of a 9-column table in an
@@ -129,7 +138,8 @@ def rich_table(store: Store, k: int = 8):
     from rich.table import Table
     stages = [s["stage"] for s in json.loads(store.get_meta("funnel") or "[]")]
     cfg = json.loads(store.get_meta("config_json") or "{}")
-    t = Table(title=f"leaderboard (fitness = {fitness_definition(cfg)}; > 0 beats AdamW)")
+    t = Table(title=f"leaderboard (fitness = {fitness_definition(cfg)}; > 0 beats AdamW)",
+              caption=rejections_text(store))
     t.add_column("#", no_wrap=True)
     t.add_column("id", no_wrap=True)
     for col in ["search", *stages, "states", "found"]:

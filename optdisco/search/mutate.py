@@ -30,6 +30,10 @@ class Space:
 
     max_statements: int = 6
     max_states: int = 2
+    #: Probability that a mutation is a macro (optdisco.search.macro); 0 = the atomic-only space.
+    macro_weight: float = 0.0
+    #: ``(macro name, weight)`` pairs a macro is drawn by.
+    macro_weights: tuple[tuple[str, float], ...] = ()
     #: Built-ins mutations may introduce, with the weight of each (operators included).
     ops: tuple[tuple[str, float], ...] = (
         ("add", 3.0), ("sub", 2.0), ("mul", 3.0), ("div", 2.0), ("neg", 0.5),
@@ -46,7 +50,9 @@ class Space:
     def from_config(cls, cfg: dict) -> "Space":
         """The space described by a campaign config's ``[space]`` table."""
         s = cfg["space"]
-        return cls(max_statements=s["max_statements"], max_states=s["max_states"])
+        return cls(max_statements=s["max_statements"], max_states=s["max_states"],
+                   macro_weight=float(s.get("macro_weight", 0.0)),
+                   macro_weights=tuple((k, float(v)) for k, v in s.get("macro_weights", {}).items()))
 
 
 STATE_NAMES = ("m", "v", "s", "r", "z", "h", "q", "p")

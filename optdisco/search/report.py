@@ -16,7 +16,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .leaderboard import references, rows
+from .leaderboard import rejections_text, references, rows
 from .store import Store
 
 
@@ -191,6 +191,7 @@ def write_report(db: str | Path, out: str | Path) -> Path:
             f"<p>phase: {html.escape(store.get_meta('phase') or '')}; candidates {c['done']}/{c['proposed']} "
             f"done, trained {c['trained']}, cache hits {c['hits']} ({100 * hit:.1f}%), failed {c['failed']}; "
             f"{secs[1]} evaluations took {secs[0] or 0:.1f} worker-seconds.</p>",
+            f"<p>{html.escape(rejections_text(store))}</p>",
             f"<p>found (held up through every funnel stage): {found or 'none'}</p>",
             "<h2>Best fitness vs evaluations</h2>", plot_progress(store),
             "<h2>Fitness vs state memory</h2>", plot_pareto(store),

@@ -85,6 +85,10 @@ CREATE TABLE IF NOT EXISTS validations (
     report TEXT,
     finished REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS rejections (
+    program INTEGER PRIMARY KEY REFERENCES programs(id),
+    reason TEXT NOT NULL
+);
 """
 
 
@@ -334,6 +338,24 @@ class Store:
             out.append(row)
             cur = row.parent
         return out
+
+
+    # -- rejections (optdisco.search.prefilter): candidates screened out untrained ----------
+    # The table is created by CREATE TABLE IF NOT EXISTS, so stores from before it gain it on open.
+    def add_rejection(self, pid: int, reason: str) -> None:
+        """Record that search program ``pid`` was rejected untrained, and why."""
+        self.db.execute("INSERT OR REPLACE INTO rejections(program, reason) VALUES (?, ?)", (pid, reason))
+
+    def rejection(self, pid: int) -> str | None:
+        """Why program ``pid`` was rejected untrained, or None if it was not."""
+        row = self.db.execute("SELECT reason FROM rejections WHERE program = ?", (pid,)).fetchone()
+        return None if row is None else row["reason"]
+
+    def rejection_counts(self) -> dict[str, int]:
+        """Rejected candidates per reason, most frequent first."""
+        rows = self.db.execute("SELECT reason, COUNT(*) AS n FROM rejections GROUP BY reason "
+                               "ORDER BY n DESC, reason")
+        return {r["reason"]: r["n"] for r in rows}
 
 
 def load_program(db: str | Path, ident: str | int) -> Program:
