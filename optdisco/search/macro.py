@@ -19,15 +19,28 @@ what it does), like :mod:`optdisco.dsl.builtins` is for the language.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
 from ..dsl.builtins import BUILTINS
 from ..dsl.ir import READ_ONLY_NAMES, Assign, Call, Const, Expr, Name, Program
-from .mutate import (STATE_NAMES, WEIGHTS, Redraw, Space, _exprs, _paths, _pick, _replace_at, _with_expr, apply,
-                     checked, mutate)
+from .mutate import (
+    STATE_NAMES,
+    WEIGHTS,
+    Redraw,
+    Space,
+    _exprs,
+    _paths,
+    _pick,
+    _replace_at,
+    _with_expr,
+    apply,
+    checked,
+    mutate,
+)
 
 Site = tuple[int, tuple[int, ...]]
 

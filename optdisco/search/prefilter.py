@@ -18,6 +18,8 @@ descends. Such rules are judged by training, as they must be.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ..dsl import DSLError
@@ -68,7 +70,7 @@ def _blows_up(p: Program) -> bool:
         u, states = run(p, w, h * w, states, step=float(t), lr=QUADRATIC_LR, generator=noise)
         w = w - QUADRATIC_LR * u
     f = float(0.5 * (h * w * w).sum())
-    return not (f == f and f <= BLOWUP_FACTOR * f0)
+    return not (math.isfinite(f) and f <= BLOWUP_FACTOR * f0)
 
 
 def screen(p: Program) -> str | None:

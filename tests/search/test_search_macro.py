@@ -13,7 +13,13 @@ from optdisco.dsl import parse
 from optdisco.dsl.equivalence import equivalent
 from optdisco.dsl.interpreter import run, trajectory
 from optdisco.search import config
-from optdisco.search.macro import MACROS, _moving_averages, _reads_after, apply_macro, mutate_in_space
+from optdisco.search.macro import (
+    MACROS,
+    _moving_averages,
+    _reads_after,
+    apply_macro,
+    mutate_in_space,
+)
 from optdisco.search.mutate import Redraw, Space, mutate
 
 BIG = Space(max_statements=16, max_states=6)
@@ -100,7 +106,7 @@ def test_sgd_to_rmsprop_in_one_macro_and_to_adam_in_three():
     hp = {"wd": 0.01}
     gen = torch.Generator().manual_seed(3)
     w0 = torch.randn(6, 4, generator=gen, dtype=torch.float64)
-    grad = lambda w, t: 3.0 * w + torch.sin(t * w)  # noqa: E731 - a fixed deterministic gradient field
+    grad = lambda w, t: 3.0 * w + torch.sin(t * w)
     ours = trajectory(adam, w0, grad, steps=30, lr=0.01, hyperparameters=hp)
     theirs = trajectory(ref, w0, grad, steps=30, lr=0.01, hyperparameters=hp)
     assert max(float((a - b).abs().max()) for a, b in zip(ours, theirs)) < 1e-12
