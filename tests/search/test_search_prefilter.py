@@ -88,3 +88,39 @@ def test_prefilter_off_trains_everything_and_old_configs_resume_without_it(tmp_p
     import tomllib
     again = config.validate(tomllib.loads(old))
     assert again["space"]["prefilter"] is False and again["space"]["macro_weight"] == 0.0
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_rejections_survive_an_interrupted_campaign(tmp_path):
+    """Stopped mid-search (an exception out of the progress callback, the store left as it was)
+    and resumed from the store alone, a campaign rejects and records exactly what an
+    uninterrupted one does. test_search_resume covers SIGKILL with the same defaults."""
+    import tomllib
+
+    from optdisco.search import config
+    cfg = quadratic_config(**{"budget": 40, "seed": 3, "simplify.enabled": False, "funnel.top_k": 0,
+                              "evolution.random_fraction": 0.5})
+    whole = Store(tmp_path / "whole.db")
+    Campaign(cfg, whole, InProcessExecutor("quadratic"), warm_start=parse(SEED_RULE)).run()
+
+    def stop_at_20(progress):
+        if progress.done >= 20:
+            raise _Stop
+
+    cut = Store(tmp_path / "cut.db")
+    try:
+        Campaign(cfg, cut, InProcessExecutor("quadratic"), warm_start=parse(SEED_RULE),
+                 on_progress=stop_at_20).run()
+    except _Stop:
+        pass
+    assert 20 <= cut.counts()["done"] < 40
+    stored = config.validate(tomllib.loads(cut.get_meta("config")))
+    Campaign(stored, cut, InProcessExecutor("quadratic")).run()
+
+    def rows(s):
+        return ([(r.id, r.source, r.status, r.seq, r.fitness) for r in s.programs()],
+                [tuple(r) for r in s.db.execute("SELECT program, reason FROM rejections ORDER BY program")])
+    assert whole.rejection_counts() and rows(cut) == rows(whole)
