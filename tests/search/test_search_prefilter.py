@@ -74,6 +74,9 @@ def test_a_campaign_counts_rejections_and_never_trains_them(tmp_path):
     out = io.StringIO()
     Console(file=out, width=140).print(rich_table(store))
     assert "rejected untrained" in out.getvalue()
+    from optdisco.search.report import write_report
+    html = write_report(tmp_path / "c.db", tmp_path / "c.html").read_text()
+    assert rejections_text(store) in html.replace("&#x27;", "'")
 
 
 def test_prefilter_off_trains_everything_and_old_configs_resume_without_it(tmp_path):
