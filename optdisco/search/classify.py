@@ -15,11 +15,15 @@ of the cosine between the two updates,
 Classes, for a found rule F against each known catalog rule X:
 
 - ``rediscovered X``: F is equivalent to X at X's defaults
-  (:func:`optdisco.dsl.equivalence.equivalent`), or corr(F, X) >= ``SAME`` there;
+  (:func:`optdisco.dsl.equivalence.equivalent`), or corr(F, X) >= ``SAME`` there on the
+  short probes and on one long probe (``LONG_STEPS`` steps, gradient scales redrawn every 40
+  steps: 20 steps cannot tell an EMA of memory 1000 from a plain sum);
 - ``variant of X``: not that, but X with other hyperparameter values reaches
-  corr >= ``SAME`` (X's hyperparameters fitted by coordinate search over candidate values:
+  corr >= ``SAME`` (X's hyperparameters fitted by a greedy search over candidate values:
   X's default, 0, and F's own constants c and 1 - c), or F and X have the same skeleton
   (their sympy forms equal once every hyperparameter and non-integer number is one symbol);
+  among several, the one the long probe confirms, then the same skeleton, then the fewest
+  changed constants;
 - ``new structure``: neither, for every X; the nearest X is the one of highest fitted corr.
 
 Only a new structure that beats tuned AdamW on the full held-out suite with its 95%
@@ -29,9 +33,10 @@ interval above 0 is a discovery (:func:`is_discovery`).
 from __future__ import annotations
 
 import functools
+import json
 import math
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import sympy
@@ -46,6 +51,7 @@ from ..dsl.symbolic import to_sympy
 PROBES = 4
 PROBE_STEPS = 20
 PROBE_LR = 0.01
+LONG_STEPS = 400
 #: Mean cosine at or above which two rules count as making the same updates: float64
 #: rounding stays far above it; AdamW's default decay (wd 0.01) against none falls below.
 SAME = 0.99999
@@ -55,7 +61,8 @@ _SEED = 20261202
 @dataclass(frozen=True)
 class Match:
     """A found rule against one catalog rule: corr at the catalog defaults, the best corr
-    over fitted hyperparameters and the values that reach it, equivalence and skeleton."""
+    over fitted hyperparameters and the values that reach it, equivalence, skeleton, and
+    corr on the long probe at those values."""
 
     name: str
     corr_default: float
@@ -63,6 +70,12 @@ class Match:
     fitted: dict[str, float]
     equivalent: bool
     same_skeleton: bool
+    corr_long: float | None = None     # on the long probe, where the short one gave >= SAME
+
+    @property
+    def confirmed(self) -> bool:
+        """Whether the long probe confirms the short probe's corr >= SAME."""
+        return self.corr_long is not None and self.corr_long >= SAME
 
 
 @dataclass(frozen=True)
@@ -82,33 +95,45 @@ class Classification:
         return f"{self.label} (update correlation {self.corr:.3f} with {self.nearest}); {self.diff}"
 
 
-def _probes() -> list[tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]]:
-    """The shared inputs: per problem, the parameters w_t and gradients g_t for every step."""
-    gen = np.random.default_rng(_SEED)
+Probe = tuple[list[torch.Tensor], list[torch.Tensor]]
+
+
+def _probes(n: int, steps: int, regime: int, seed: int) -> list[Probe]:
+    """Shared inputs: per problem, the parameters w_t and gradients g_t of every step; each
+    coordinate's gradient scale is redrawn every ``regime`` steps (so that long and short
+    memories of the gradient's square differ within the probe)."""
+    gen = np.random.default_rng(seed)
     out = []
-    for k in range(PROBES):
+    for k in range(n):
         shape = [(6, 5), (40,), (4, 8), (30,)][k % 4]
-        scale = 10.0 ** gen.uniform(-2, 0.5, shape)
         curvature = gen.uniform(0.1, 2.0, shape) * (k % 2 == 0)
         w = gen.standard_normal(shape)
         ws, gs = [], []
-        for _ in range(PROBE_STEPS):
+        for t in range(steps):
+            if t % regime == 0:
+                scale = 10.0 ** gen.uniform(-2, 0.5, shape)
             ws.append(torch.from_numpy(w.copy()))
             gs.append(torch.from_numpy(gen.standard_normal(shape) * scale + curvature * w))
             w = w - 0.05 * gs[-1].numpy() + 0.01 * gen.standard_normal(shape)
-        out.append((ws[0], ws, gs))
+        out.append((ws, gs))
     return out
 
 
-_PROBES = _probes()
+_PROBES = _probes(PROBES, PROBE_STEPS, PROBE_STEPS, _SEED)
+#: One long problem, for the claims that rest on corr ~ 1: a 20-step probe cannot tell an EMA
+#: of memory 1000 steps from a plain sum, nor small bias-correction differences.
+_LONG = _probes(1, LONG_STEPS, 40, _SEED + 1)
 
 
-def probe_updates(p: Program, hyperparameters: Mapping[str, float] | None = None) -> list[np.ndarray]:
-    """The updates of ``p`` (float64) on every probe problem and step, flattened, in order."""
-    return probe_updates_batch(p, [dict(hyperparameters or {})])[0]
+def probe_updates(p: Program, hyperparameters: Mapping[str, float] | None = None, *,
+                  long: bool = False) -> list[np.ndarray]:
+    """The updates of ``p`` (float64) on every probe problem and step, flattened, in order
+    (``long``: on the long probe instead)."""
+    return probe_updates_batch(p, [dict(hyperparameters or {})], long=long)[0]
 
 
-def probe_updates_batch(p: Program, settings: Sequence[Mapping[str, float]]) -> list[list[np.ndarray]]:
+def probe_updates_batch(p: Program, settings: Sequence[Mapping[str, float]], *,
+                        long: bool = False) -> list[list[np.ndarray]]:
     """:func:`probe_updates` for each hyperparameter setting in ``settings``, in one batched
     run per problem and step (the settings along a leading batch dimension, batch_dims=1,
     so whole-tensor reductions stay per setting)."""
@@ -117,7 +142,7 @@ def probe_updates_batch(p: Program, settings: Sequence[Mapping[str, float]]) -> 
     defaults = dict(p.hyperparameters)
     out: list[list[np.ndarray]] = [[] for _ in range(n)]
     with single_threaded():
-        for k, (_, ws, gs) in enumerate(_PROBES):
+        for k, (ws, gs) in enumerate(_LONG if long else _PROBES):
             ones = (1,) * ws[0].dim()
             hyper = {h: torch.tensor([float(s.get(h, defaults[h])) for s in settings],
                                      dtype=torch.float64).reshape(n, *ones) for h in names}
@@ -235,26 +260,36 @@ def symbolic_diff(found: Program, x: Program, fitted: Mapping[str, float]) -> st
 def classify(found: Program, catalog_rules: Mapping[str, Program] | None = None) -> Classification:
     """The class of ``found`` against ``catalog_rules`` (default: :func:`known_rules`), by the
     rules of the module doc. Every catalog rule gets its hyperparameters fitted (batched
-    probe runs; a few seconds for the whole catalog)."""
+    probe runs; several seconds for the whole catalog)."""
     rules = dict(catalog_rules if catalog_rules is not None else known_rules())
     found_u = probe_updates(found)
+    found_long: list[np.ndarray] | None = None
     matches: list[Match] = []
     for n, x in rules.items():
         at_default = correlation(found_u, probe_updates(x))
         fitted_c, fitted = (at_default, {}) if at_default >= SAME else _fit(found_u, x, found)
         eq = bool(equivalent(found, x)) if at_default >= SAME else False
-        matches.append(Match(n, at_default, fitted_c, fitted, eq, _same_skeleton(found, x)))
-    same_now = [m for m in matches if m.equivalent or m.corr_default >= SAME]
+        long_c = None
+        if fitted_c >= SAME:
+            found_long = found_long if found_long is not None else probe_updates(found, long=True)
+            long_c = correlation(found_long, probe_updates(x, fitted, long=True))
+        matches.append(Match(n, at_default, fitted_c, fitted, eq, _same_skeleton(found, x), long_c))
+    same_now = [m for m in matches if m.equivalent or (m.corr_default >= SAME and m.confirmed)]
     if same_now:
         m = max(same_now, key=lambda m: (m.equivalent, m.same_skeleton, m.corr_default))
-        how = "equivalent program" if m.equivalent else "same updates at the catalog constants"
+        how = "equivalent program" if m.equivalent else \
+            f"same updates at the catalog constants ({LONG_STEPS}-step probe: {m.corr_long:.6f})"
         return Classification("rediscovered", m.name, m.corr_default, f"rediscovered {m.name}", how, matches)
     variants = [m for m in matches if m.corr_fitted >= SAME or m.same_skeleton]
     if variants:
-        # same updates once fitted first, then the same skeleton, then the fewest changed constants
-        m = max(variants, key=lambda m: (m.corr_fitted >= SAME, m.same_skeleton, -len(m.fitted), m.corr_fitted))
-        return Classification("variant", m.name, m.corr_fitted, f"variant of {m.name}",
-                              symbolic_diff(found, rules[m.name], m.fitted), matches)
+        # the long probe's confirmation first, then the same skeleton, then the fewest changed
+        # constants, the closer updates, and the shorter catalog rule
+        m = max(variants, key=lambda m: (m.confirmed, m.same_skeleton, -len(m.fitted), round(m.corr_fitted, 6),
+                                         -len(rules[m.name].body)))
+        diff = symbolic_diff(found, rules[m.name], m.fitted)
+        if m.corr_long is not None and not m.confirmed:
+            diff += f"; the {LONG_STEPS}-step probe tells them apart (correlation {m.corr_long:.5f})"
+        return Classification("variant", m.name, m.corr_fitted, f"variant of {m.name}", diff, matches)
     m = max(matches, key=lambda m: (round(m.corr_fitted, 4), -len(m.fitted)))
     return Classification("new structure", m.name, m.corr_fitted, "new structure",
                           f"nearest {m.name}: " + symbolic_diff(found, rules[m.name], m.fitted), matches)
@@ -266,6 +301,13 @@ def is_discovery(kind: str, heldout_fitness: float, ci_low: float | None) -> boo
     end above 0. No interval (one seed) is not evidence: not a discovery."""
     return (kind == "new structure" and ci_low is not None and math.isfinite(heldout_fitness)
             and heldout_fitness > 0.0 and ci_low > 0.0)
+
+
+def stored_class(store, pid: int) -> dict | None:
+    """The class the funnel stored for program ``pid`` (``meta['class:<pid>']``: kind, label,
+    nearest, corr, diff, line, discovery), or None."""
+    value = store.get_meta(f"class:{pid}")
+    return json.loads(value) if value else None
 
 
 # -- the catalog envelope ----------------------------------------------------------------

@@ -102,3 +102,15 @@ def test_envelope_takes_the_best_catalog_rule_per_task():
     # a failed run is the worst log-ratio, not a crash
     bad = envelope_comparison({"a": [math.nan]}, cat, n_boot=100)
     assert bad.fitness == -10.0
+
+
+def test_a_long_memory_ema_is_not_rediscovered_adagrad():
+    # on 20 steps an EMA of g^2 with beta2 = 0.999 is a plain sum scaled by 0.001 (corr 1
+    # with AdaGrad); the long probe, with gradient scales that change, tells them apart
+    p = parse("def f(w, g, v, *, beta1=0.9, beta2=0.999, eps=1e-08, wd=0.01):\n"
+              "    v = interp(square(g), v, beta2)\n"
+              "    u = g / beta1 / (sqrt(v) / sqrt(beta2) + eps) + wd * w\n    return u, v\n")
+    c = classify(p)
+    adagrad = next(m for m in c.matches if m.name == "adagrad")
+    assert adagrad.corr_default >= SAME and not adagrad.confirmed
+    assert c.kind == "variant" and c.nearest != "adagrad", c.line()
