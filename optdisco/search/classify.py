@@ -45,7 +45,7 @@ import torch
 from ..dsl.equivalence import equivalent
 from ..dsl.fingerprint import eliminate_dead_code, single_threaded
 from ..dsl.interpreter import run
-from ..dsl.ir import Const, Program
+from ..dsl.ir import Call, Const, Name, Program
 from ..dsl.symbolic import to_sympy
 
 PROBES = 4
@@ -92,7 +92,7 @@ class Classification:
 
     def line(self) -> str:
         """One line for a leaderboard, a report or a rule file."""
-        return f"{self.label} (update correlation {self.corr:.3f} with {self.nearest}); {self.diff}"
+        return f"{self.label} (update correlation {self.corr:.5f} with {self.nearest}); {self.diff}"
 
 
 Probe = tuple[list[torch.Tensor], list[torch.Tensor]]
@@ -374,3 +374,128 @@ def envelope_programs(names: Iterable[str] = ENVELOPE_RULES) -> dict[str, Progra
     from .. import catalog
     have = set(catalog.names())
     return {n: catalog.get(n) for n in names if n in have}
+
+
+# -- canonical form ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Canonical:
+    """A rule in canonical form: ``program``, with ``u_original = scale * u_program`` at the
+    defaults (so the original at learning rate lr is this rule at ``scale * lr``), and what
+    was changed, in words."""
+
+    program: Program
+    scale: float
+    notes: list[str]
+
+
+def _scalar(e, hyper: set[str]) -> bool:
+    return isinstance(e, Const) or (isinstance(e, Name) and e.id in hyper)
+
+
+def _split(e, hyper: set[str]) -> tuple[list[tuple[object, int]], object | None]:
+    """A product as its scalar factors (a constant or hyperparameter, with power +-1) and
+    the rest (None when nothing but scalars)."""
+    if _scalar(e, hyper):
+        return [(e, 1)], None
+    if isinstance(e, Call) and e.fn == "mul":
+        fa, ra = _split(e.args[0], hyper)
+        fb, rb = _split(e.args[1], hyper)
+        rest = ra if rb is None else rb if ra is None else Call("mul", (ra, rb))
+        return fa + fb, rest
+    if isinstance(e, Call) and e.fn == "div":
+        fa, ra = _split(e.args[0], hyper)
+        fb, rb = _split(e.args[1], hyper)
+        inv = [(x, -k) for x, k in fb]
+        if rb is None:
+            return fa + inv, ra
+        return fa + inv, Call("div", (ra if ra is not None else Const(1.0), rb))
+    return [], e
+
+
+def _terms(e, sign: int = 1) -> list[tuple[int, object]]:
+    if isinstance(e, Call) and e.fn == "add":
+        return _terms(e.args[0], sign) + _terms(e.args[1], sign)
+    if isinstance(e, Call) and e.fn == "sub":
+        return _terms(e.args[0], sign) + _terms(e.args[1], -sign)
+    if isinstance(e, Call) and e.fn == "neg":
+        return _terms(e.args[0], -sign)
+    return [(sign, e)]
+
+
+def _value(factors: Sequence[tuple[object, int]], defaults: Mapping[str, float]) -> float:
+    v = 1.0
+    for x, k in factors:
+        v *= (x.value if isinstance(x, Const) else defaults[x.id]) ** k
+    return v
+
+
+def canonical_form(p: Program) -> Canonical:
+    """``p`` with a constant step scale folded into the learning rate and the decoupled decay
+    named ``wd``. The update is read as a sum of terms, each a product of scalar factors
+    (constants, hyperparameters) and a rest; when every term but those whose rest is ``w``
+    has the same scalar factors K, u = K (sum of rests) + sum c_i w becomes u' = (sum of
+    rests) + wd w with wd = sum c_i / K at the defaults, and scale = K. Hyperparameters left
+    unused are dropped. A rule with nothing to fold is returned as it is (scale 1)."""
+    from dataclasses import replace
+
+    from ..dsl.ir import Assign
+
+    hyper = {h for h, _ in p.hyperparameters}
+    defaults = dict(p.hyperparameters)
+    target, expr = None, p.update
+    if isinstance(p.update, Name) and [s.target for s in p.body].count(p.update.id) == 1:
+        target = p.update.id
+        uses = [n for s in p.body for n in s.expr.walk() if isinstance(n, Name) and n.id == target]
+        if uses or target in p.state_names:
+            return Canonical(p, 1.0, [])
+        expr = next(s.expr for s in p.body if s.target == target)
+    terms = [(sign, *_split(e, hyper)) for sign, e in _terms(expr)]
+    decay = [(s, f) for s, f, r in terms if isinstance(r, Name) and r.id == "w"]
+    step = [(s, f, r) for s, f, r in terms if not (isinstance(r, Name) and r.id == "w")]
+    if not step or any(r is None for _, _, r in step):
+        return Canonical(p, 1.0, [])
+    keys = {tuple(sorted((repr(x), k) for x, k in f)) for _, f, _ in step}
+    if len(keys) != 1 or not step[0][1]:
+        return Canonical(p, 1.0, [])
+    scale = _value(step[0][1], defaults)
+    if not math.isfinite(scale) or scale == 0.0 or scale == 1.0:
+        return Canonical(p, 1.0, [])
+    if scale < 0:  # a negative scale would make the learning rate negative: fold only |K|
+        return Canonical(p, 1.0, [])
+    new: object | None = None
+    for s, _, r in step:
+        new = (r if s > 0 else Call("neg", (r,))) if new is None else Call("add" if s > 0 else "sub", (new, r))
+    notes = [f"the step's common factor {scale:.4g} is folded into the learning rate"]
+    hp = list(p.hyperparameters)
+    if decay:
+        wd = sum(s * _value(f, defaults) for s, f in decay) / scale
+        new = Call("add", (new, Call("mul", (Name("wd_decay"), Name("w")))))
+        notes.append(f"the decoupled decay is one hyperparameter wd = {wd:.4g}")
+        hp.append(("wd_decay", wd))
+    body = tuple(Assign(s.target, new) if s.target == target else s for s in p.body)
+    q = replace(p, body=body, update=new if target is None else p.update)
+    used = {n.id for s in q.body for n in s.expr.walk() if isinstance(n, Name)}
+    used |= {n.id for n in q.update.walk() if isinstance(n, Name)}
+    hp = [(n, v) for n, v in hp if n in used]
+    names = {n for n, _ in hp}
+    rename = "wd" if "wd" not in names else "wd_decay"
+    q = replace(q, hyperparameters=tuple((rename if n == "wd_decay" else n, v) for n, v in hp))
+    if rename == "wd":
+        q = _rename(q, "wd_decay", "wd")
+    return Canonical(q, scale, notes)
+
+
+def _rename(p: Program, old: str, new: str) -> Program:
+    from dataclasses import replace
+
+    from ..dsl.ir import Assign
+
+    def sub(e):
+        if isinstance(e, Name) and e.id == old:
+            return Name(new)
+        if isinstance(e, Call):
+            return Call(e.fn, tuple(sub(a) for a in e.args))
+        return e
+
+    return replace(p, body=tuple(Assign(s.target, sub(s.expr)) for s in p.body), update=sub(p.update))

@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..dsl import Program, parse
-from .classify import classify, stored_class
+from .classify import canonical_form, classify, stored_class
 from .leaderboard import fitness_definition, math_text
 from .simplify import tidy
 from .store import Store
@@ -45,7 +45,8 @@ def found_rules(db: str | Path) -> list[dict]:
     """The rules that held up through every funnel stage: id, simplified Program, and facts
     (Formula, Defaults with the learning rate of :func:`default_lr`, Origin, Campaign,
     Searched (the stored program), Fitness, Date, Class (:mod:`.classify`: rediscovered,
-    variant or new structure, and its nearest catalog rule), one entry per funnel stage and
+    variant or new structure, and its nearest catalog rule), Canonical (where a constant
+    step scale folds into the learning rate, :func:`.classify.canonical_form`), one entry per funnel stage and
     one per stage with a catalog-envelope comparison)."""
     with Store(db, create=False) as store:
         found = json.loads(store.get_meta("found") or "[]")
@@ -75,6 +76,10 @@ def found_rules(db: str | Path) -> list[dict]:
                 "Fitness": _search_fitness(store, row, cfg),
                 "Date": time.strftime("%Y-%m-%d", time.gmtime(row.created)),
             }
+            canon = canonical_form(p)
+            if canon.scale != 1.0:
+                facts["Canonical"] = (f"{searched_form(canon.program.source())} at learning rate "
+                                      f"{canon.scale:.4g} lr ({'; '.join(canon.notes)})")
             info = stored_class(store, pid)
             facts["Class"] = info["line"] if info else classify(p).line()
             for stage in funnel:

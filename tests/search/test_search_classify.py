@@ -10,7 +10,8 @@ import pytest
 
 from optdisco import catalog, parse
 from optdisco.evaluators.fitness import bootstrap_ci
-from optdisco.search.classify import (SAME, classify, correlation, envelope_comparison, is_discovery,
+from optdisco.search.classify import (SAME, canonical_form, classify, correlation, envelope_comparison,
+                                      is_discovery,
                                       probe_updates, probe_updates_batch, skeleton)
 
 
@@ -114,3 +115,33 @@ def test_a_long_memory_ema_is_not_rediscovered_adagrad():
     adagrad = next(m for m in c.matches if m.name == "adagrad")
     assert adagrad.corr_default >= SAME and not adagrad.confirmed
     assert c.kind == "variant" and c.nearest != "adagrad", c.line()
+
+
+def test_canonical_form_folds_the_step_scale_of_found_adamw_nobc():
+    p = catalog.get("found_adamw_nobc")
+    c = canonical_form(p)
+    wd0, beta1 = dict(p.hyperparameters)["wd"], dict(p.hyperparameters)["beta1"]
+    assert c.scale == pytest.approx(1.0 / wd0)
+    # the hyperparameter called wd is now the decoupled decay, beta1 * wd of the searched rule
+    assert dict(c.program.hyperparameters)["wd"] == pytest.approx(beta1 * wd0)
+    body = replace(c.program, docstring=None).source()
+    assert "wd * w" in body and "/ wd" not in body
+    for u, v in zip(probe_updates(p), probe_updates(c.program)):  # u = scale * u' at every step
+        np.testing.assert_allclose(u, c.scale * v, rtol=1e-12, atol=1e-300)
+
+
+@pytest.mark.parametrize("text", [
+    "def r(w, g, m, *, beta=0.9):\n    m = interp(g, m, beta)\n    return 3.0 * m, m\n",
+    "def r(w, g, *, k=0.5, wd=0.1):\n    u = g / k - wd * w\n    return u\n",
+])
+def test_canonical_form_keeps_the_updates_up_to_the_scale(text):
+    p = parse(text)
+    c = canonical_form(p)
+    assert c.scale != 1.0 and c.notes
+    for u, v in zip(probe_updates(p), probe_updates(c.program)):
+        np.testing.assert_allclose(u, c.scale * v, rtol=1e-12, atol=1e-300)
+
+
+def test_canonical_form_leaves_rules_without_a_common_scale():
+    for name in ("adam", "lion", "momentum"):
+        assert canonical_form(catalog.get(name)).scale == 1.0
