@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..dsl import Program, parse
+from .classify import canonical_form, classify, stored_class
 from .leaderboard import fitness_definition, math_text
 from .simplify import tidy
 from .store import Store
@@ -43,7 +44,10 @@ def parse_searched_form(text: str) -> Program:
 def found_rules(db: str | Path) -> list[dict]:
     """The rules that held up through every funnel stage: id, simplified Program, and facts
     (Formula, Defaults with the learning rate of :func:`default_lr`, Origin, Campaign,
-    Searched (the stored program), Fitness, one entry per funnel stage, Date)."""
+    Searched (the stored program), Fitness, Date, Class (:mod:`.classify`: rediscovered,
+    variant or new structure, and its nearest catalog rule), Canonical (where a constant
+    step scale folds into the learning rate, :func:`.classify.canonical_form`), one entry per funnel stage and
+    one per stage with a catalog-envelope comparison)."""
     with Store(db, create=False) as store:
         found = json.loads(store.get_meta("found") or "[]")
         funnel = json.loads(store.get_meta("funnel") or "[]")
@@ -72,8 +76,17 @@ def found_rules(db: str | Path) -> list[dict]:
                 "Fitness": _search_fitness(store, row, cfg),
                 "Date": time.strftime("%Y-%m-%d", time.gmtime(row.created)),
             }
+            canon = canonical_form(p)
+            if canon.scale != 1.0:
+                facts["Canonical"] = (f"{searched_form(canon.program.source())} at learning rate "
+                                      f"{canon.scale:.4g} lr ({'; '.join(canon.notes)})")
+            info = stored_class(store, pid)
+            facts["Class"] = info["line"] if info else classify(p).line()
             for stage in funnel:
                 for r in stage["rows"]:
+                    if r["id"] == pid and not r["reference"] and r.get("envelope"):
+                        key = "Envelope" + "".join(part.capitalize() for part in stage["stage"].split("_"))
+                        facts[key] = r["envelope"]["line"]
                     if r["id"] == pid:
                         key = "Stage" + "".join(part.capitalize() for part in stage["stage"].split("_"))
                         ci = "" if r["ci_low"] is None else f" [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]"

@@ -8,6 +8,7 @@ from typing import Any
 from ..dsl import parse
 from ..dsl.ir import Program
 from ..dsl.printer import expr_source
+from .classify import stored_class
 from .store import Store
 
 STATE_BYTES = 4  # fp32 states
@@ -62,7 +63,8 @@ def math_text(p: Program) -> str:
 
 def rows(store: Store, k: int = 10) -> list[dict[str, Any]]:
     """The best ``k`` distinct rules of a campaign, best first: id, source (simplified where it
-    was), math, search fitness with interval, each funnel stage's fitness, states, found or not."""
+    was), math, search fitness with interval, each funnel stage's fitness, states, found or not,
+    class (label and line, where the funnel classed it; else None)."""
     found = set(json.loads(store.get_meta("found") or "[]"))
     funnel = json.loads(store.get_meta("funnel") or "[]")
     simplified = {}
@@ -98,9 +100,15 @@ def rows(store: Store, k: int = 10) -> list[dict[str, Any]]:
                     "fitness": ev.get("fitness", row.fitness), "ci_low": ev.get("ci_low"),
                     "ci_high": ev.get("ci_high"), "stages": stage_fit.get(pid, {}),
                     "states": len(p.state_names), "bytes_per_param": STATE_BYTES * len(p.state_names),
-                    "found": pid in found})
+                    "found": pid in found, "class": _class_label(store, pid)})
     key = lambda r: (r["found"], len(r["stages"]), r["fitness"] if r["fitness"] is not None else -1e9)
     return sorted(out, key=key, reverse=True)[:k]
+
+
+def _class_label(store: Store, pid: int) -> dict[str, str] | None:
+    """The stored class of a rule (:func:`.classify.stored_class`): its label and its line."""
+    info = stored_class(store, pid)
+    return {"label": info["label"], "line": info["line"]} if info else None
 
 
 def references(store: Store) -> list[dict[str, Any]]:
@@ -142,7 +150,7 @@ def rich_table(store: Store, k: int = 8):
               caption=rejections_text(store))
     t.add_column("#", no_wrap=True)
     t.add_column("id", no_wrap=True)
-    for col in ["search", *stages, "states", "found"]:
+    for col in ["search", *stages, "states", "found", "class"]:
         t.add_column(col, no_wrap=True)
     rules = Table(show_header=True, show_edge=False, box=None, expand=True)
     rules.add_column("id", no_wrap=True)
@@ -154,6 +162,7 @@ def rich_table(store: Store, k: int = 8):
         math = r["math"] if len(r["math"]) <= 240 else r["math"][:237] + "..."
         t.add_row(str(rank), str(r["id"]), fit,
                   *[f"{r['stages'][s]:+.3f}" if s in r["stages"] else "" for s in stages],
-                  f"{r['states']} ({r['bytes_per_param']} B)", "yes" if r["found"] else "")
-        rules.add_row(str(r["id"]), math)
+                  f"{r['states']} ({r['bytes_per_param']} B)", "yes" if r["found"] else "",
+                  r["class"]["label"] if r["class"] else "")
+        rules.add_row(str(r["id"]), math + (f"\n  class: {r['class']['line']}" if r["class"] else ""))
     return Group(t, rules)

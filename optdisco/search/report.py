@@ -25,7 +25,7 @@ def _png(fig) -> str:
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
     import matplotlib.pyplot as plt
     plt.close(fig)
-    return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}"/>'
+    return f'<img class="plot" alt="plot" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}"/>'
 
 
 def _plt():
@@ -136,8 +136,13 @@ def plot_curves(store: Store, winners: list[int]) -> str:
     tasks = sorted({t for s in series.values() for t in s})[:4]
     if not tasks:
         return "<p>No training curves were recorded by the evaluator.</p>"
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.4), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
+    # two panels a row: four in one row were 1700 px wide, past the page's edge
+    cols = min(2, len(tasks))
+    n_rows = math.ceil(len(tasks) / cols)
+    fig, axes = plt.subplots(n_rows, cols, figsize=(5.0 * cols, 3.4 * n_rows), squeeze=False)
+    for ax in axes.flat[len(tasks):]:
+        ax.set_visible(False)
+    for ax, task in zip(axes.flat, tasks):
         for name, s in series.items():
             if task in s:
                 ax.plot(s[task], label=name)
@@ -146,7 +151,8 @@ def plot_curves(store: Store, winners: list[int]) -> str:
         ax.set_xlabel("recorded step")
         ax.set_ylabel("validation loss")
         ax.legend(fontsize=8)
-    fig.suptitle("training curves of the winners beside tuned AdamW" + title, y=1.03)
+    fig.suptitle("training curves of the winners beside tuned AdamW" + title, y=1.0 + 0.03 / n_rows)
+    fig.tight_layout()
     return _png(fig)
 
 
@@ -171,6 +177,17 @@ def plot_lineage(store: Store, pid: int) -> str:
     return _png(fig)
 
 
+#: The page's style. Plots never overflow the page (img.plot), rule sources wrap, and each
+#: rule's math sits on its own full-width row under the numbers (a table column squeezed a
+#: long sympy form into a ribbon about ten characters wide).
+STYLE = ("<style>body{font-family:sans-serif;max-width:1200px;margin:auto;padding:0 12px}"
+         "pre{background:#f4f4f4;padding:6px;white-space:pre-wrap;overflow-wrap:anywhere;margin:0}"
+         "td,th{border:1px solid #ccc;padding:3px 6px;vertical-align:top}"
+         "table{border-collapse:collapse;width:100%}img.plot{max-width:100%;height:auto}"
+         "tr.math td{background:#fbfbf4;font-family:monospace;white-space:pre-wrap;overflow-wrap:anywhere}"
+         "td.num{white-space:nowrap}</style>")
+
+
 def write_report(db: str | Path, out: str | Path) -> Path:
     """Write the report of campaign ``db`` to ``out`` (one HTML file, nothing external)."""
     store = Store(db, create=False)
@@ -184,15 +201,14 @@ def write_report(db: str | Path, out: str | Path) -> Path:
         hit = c["hits"] / c["done"] if c["done"] else 0.0
         parts = [
             "<!doctype html><html><head><meta charset='utf-8'><title>optdisco campaign</title>",
-            "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}pre{background:#f4f4f4;"
-            "padding:6px}td,th{border:1px solid #ccc;padding:3px 6px}table{border-collapse:collapse}</style>",
+            STYLE,
             "</head><body>",
             f"<h1>optdisco campaign: {html.escape(str(db))}</h1>",
             f"<p>phase: {html.escape(store.get_meta('phase') or '')}; candidates {c['done']}/{c['proposed']} "
             f"done, trained {c['trained']}, cache hits {c['hits']} ({100 * hit:.1f}%), failed {c['failed']}; "
             f"{secs[1]} evaluations took {secs[0] or 0:.1f} worker-seconds.</p>",
             f"<p>{html.escape(rejections_text(store))}</p>",
-            f"<p>found (held up through every funnel stage): {found or 'none'}</p>",
+            f"<p>found (held up through every funnel stage): {found or 'none'}</p>", _found_html(store, found),
             "<h2>Best fitness vs evaluations</h2>", plot_progress(store),
             "<h2>Fitness vs state memory</h2>", plot_pareto(store),
             "<h2>Training curves</h2>", plot_curves(store, winners),
@@ -210,18 +226,45 @@ def write_report(db: str | Path, out: str | Path) -> Path:
         store.close()
 
 
+def _found_html(store: Store, found: list[int]) -> str:
+    """Per found rule: its class (rediscovered X / variant of X / new structure, discovery or
+    not) and, per funnel stage that compared it, its fitness against the catalog envelope."""
+    from .classify import stored_class
+    funnel = json.loads(store.get_meta("funnel") or "[]")
+    items = []
+    for pid in found:
+        info = stored_class(store, pid)
+        lines = [f"class: {info['line']}" if info else "class: not classified"]
+        for stage in funnel:
+            for r in stage["rows"]:
+                if r["id"] == pid and not r["reference"] and r.get("envelope"):
+                    lines.append(f"{stage['stage']}: {r['envelope']['line']}")
+        items.append(f"<li><b>#{pid}</b> " + "<br/>".join(html.escape(x) for x in lines) + "</li>")
+    return f"<ul>{''.join(items)}</ul>" if items else ""
+
+
 def _leaderboard_html(store: Store, lb: list[dict[str, Any]]) -> str:
+    """The leaderboard as a table: per rule a row of numbers (with its source and class), then
+    a full-width row with its math and, where classed, its class line."""
     stages = [s["stage"] for s in json.loads(store.get_meta("funnel") or "[]")]
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in
-                   ["id", "rule", "math", "fitness [interval]", *stages, "state memory", "found"])
+    cols = ["id", "rule", "fitness [interval]", *stages, "state memory", "found", "class"]
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in cols)
     body = []
     for r in lb:
         ci = "" if r["ci_low"] is None else f" [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]"
         fit = "—" if r["fitness"] is None else f"{r['fitness']:+.3f}{ci}"
-        cells = [str(r["id"]), f"<pre>{html.escape(r['source'])}</pre>", html.escape(r["math"]), fit,
-                 *[f"{r['stages'][s]:+.3f}" if s in r["stages"] else "" for s in stages],
-                 f"{r['bytes_per_param']} B/param", "yes" if r["found"] else ""]
-        body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+        cls = r.get("class")
+        cells = [f'<td class="num">{r["id"]}</td>', f"<td><pre>{html.escape(r['source'])}</pre></td>",
+                 f'<td class="num">{fit}</td>',
+                 *[f'<td class="num">{r["stages"][s]:+.3f}</td>' if s in r["stages"] else "<td></td>"
+                   for s in stages],
+                 f'<td class="num">{r["bytes_per_param"]} B/param</td>', f"<td>{'yes' if r['found'] else ''}</td>",
+                 f"<td>{html.escape(cls['label']) if cls else ''}</td>"]
+        body.append("<tr>" + "".join(cells) + "</tr>")
+        math_lines = "\n".join(html.escape(part) for part in r["math"].split("; "))
+        if cls:
+            math_lines += "\n" + html.escape("class: " + cls["line"])
+        body.append(f'<tr class="math"><td></td><td colspan="{len(cols) - 1}">{math_lines}</td></tr>')
     refs = "".join(f"<li>{html.escape(x['stage'])}: {html.escape(x['name'])} {x['fitness']:+.3f}</li>"
                    for x in references(store))
     return f"<table><tr>{head}</tr>{''.join(body)}</table><p>References:</p><ul>{refs}</ul>"
