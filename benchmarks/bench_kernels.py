@@ -9,9 +9,12 @@ and a transformer-like list of ~200 tensors, it prints the time per step of optd
 paths and of ``torch.optim.AdamW`` (fused and foreach), the bytes the rule moves per step
 (counted from its reads and writes, see optdisco.kernels.traffic), the achieved GB/s and
 the percent of the device's copy bandwidth measured in the same run (a large ``copy_``).
-The last line is ``cpu fast path vs fused AdamW: X``: the time ratio for the AdamW rule at
-10M parameters (``backend="auto"`` against ``torch.optim.AdamW(fused=True)``, measured
-interleaved; lower is better).
+The last section times the drop-in use, ``optdisco.Optimizer(params, rule).step()``, on one
+CPU thread beside ``torch.optim.AdamW(fused=True)`` for three shapes (a small MLP of 4
+tensors and ~2k parameters; 196 tensors, 98 of 256x256 and 98 of 256; one tensor of 10M),
+in interleaved rounds, with the first step's extra cost (the background compile must not
+show there). Its last lines are ``cpu <shape> vs fused AdamW: X``: median-of-rounds time of
+the AdamW rule over torch's fused AdamW (lower is better). ``--drop-in`` runs only that.
 """
 
 from __future__ import annotations
@@ -230,12 +233,70 @@ def headline(size: str, rounds: int) -> tuple[float, float, float]:
     return best[0], best[1], best[2]
 
 
+DROP_IN_SHAPES = {
+    "mlp-2k": [(64, 24), (64,), (8, 64), (8,)],
+    "196-tensors": [(256, 256), (256,)] * 98,
+    "10M": [(10_000_000,)],
+}
+
+
+def drop_in(rounds: int, steps: int) -> dict[str, float]:
+    """Seconds per ``Optimizer.step()`` (median and best of ``rounds`` interleaved rounds of
+    ``steps`` steps) of optdisco's AdamW, Lion, Adan and a random rule (``backend="auto"``)
+    and torch's fused AdamW, on one CPU thread; prints a table, returns the AdamW ratios."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    rules = {"adamw": "adamw", "lion": "lion", "adan": "adan", "random_found": optdisco.parse(RANDOM_RULE)}
+    ratios = {}
+    print(f"\n== drop-in optdisco.Optimizer(params, rule).step() on 1 CPU thread, {rounds} interleaved "
+          f"rounds of {steps} steps ==")
+    head = f"{'shape':<14}{'optimizer':<22}{'median ms':>10}{'best ms':>10}{'first +s':>10}{'vs fused':>10}"
+    print(head)
+    print("-" * len(head))
+    for shape_name, shapes in DROP_IN_SHAPES.items():
+        opts, first = {}, {}
+        for name, rule in [("torch fused AdamW", None)] + list(rules.items()):
+            params = [torch.nn.Parameter(torch.randn(s)) for s in shapes]
+            for p in params:
+                p.grad = torch.randn_like(p)
+            opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.01, fused=True) if rule is None \
+                else optdisco.Optimizer(params, rule, lr=1e-4)
+            start = time.perf_counter()
+            opt.step()
+            first[name] = time.perf_counter() - start
+            start = time.perf_counter()
+            opt.step()
+            first[name] -= time.perf_counter() - start
+            if rule is not None:  # time the steady state: let a background compile finish
+                backend = opt._backend_for(params[0].device)
+                if hasattr(backend, "wait_compiled"):
+                    backend.wait_compiled()
+                opt.step()
+            opts[name] = opt
+        times: dict[str, list[float]] = {n: [] for n in opts}
+        for _ in range(rounds):
+            for name, opt in opts.items():
+                times[name].append(timeit(opt.step, torch.device("cpu"), steps, 1))
+        med = {n: sorted(t)[len(t) // 2] for n, t in times.items()}
+        for name in opts:
+            print(f"{shape_name:<14}{name:<22}{med[name] * 1e3:>10.3f}{min(times[name]) * 1e3:>10.3f}"
+                  f"{max(0.0, first[name]):>10.2f}{med[name] / med['torch fused AdamW']:>10.2f}")
+        ratios[shape_name] = med["adamw"] / med["torch fused AdamW"]
+        sys.stdout.flush()
+    torch.set_num_threads(threads)
+    return ratios
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cpu", action="store_true", help="CPU table only")
     ap.add_argument("--quick", action="store_true", help="small sizes, few steps (smoke test)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
+    ap.add_argument("--drop-in", action="store_true", help="only the drop-in Optimizer comparison")
     args = ap.parse_args()
+    if args.drop_in:
+        print_drop_in(args.quick)
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     rules = {"adamw": catalog.get("adamw"), "lion": catalog.get("lion"), "adan": catalog.get("adan"),
@@ -260,6 +321,14 @@ def main() -> None:
           f"interpreter {eager * 1e3:.1f} ms")
     print(f"cpu fast path vs interpreter: {eager / fast:.2f}x faster")
     print(f"cpu fast path vs fused AdamW: {fast / fused:.2f}")
+    print_drop_in(args.quick)
+
+
+def print_drop_in(quick: bool) -> None:
+    ratios = drop_in(5 if quick else 15, 5 if quick else 20)
+    print()
+    for shape_name, ratio in ratios.items():
+        print(f"cpu {shape_name} vs fused AdamW: {ratio:.2f}")
 
 
 if __name__ == "__main__":

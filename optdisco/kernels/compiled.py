@@ -42,6 +42,12 @@ def draw_noise(n_draws: int, shape: torch.Size, dtype: torch.dtype, device: torc
     return out
 
 
+def specialization(w: torch.Tensor, g: torch.Tensor) -> tuple:
+    """What makes dynamo compile a separate graph for a tensor (sizes stay symbolic): a
+    1-row matrix view of a matrix, a single element, and the dtypes."""
+    return (w.dim() >= 2 and w.shape[0] == 1, w.numel() == 1, w.dtype, g.dtype, compute_dtype(w))
+
+
 class CompiledBackend:
     """Per-tensor calls of a ``torch.compile``-d generated step (see the module docstring)."""
 
@@ -94,7 +100,7 @@ class CompiledBackend:
             contiguous = w.is_contiguous() and g.is_contiguous() and all(x.is_contiguous() for x in s)
             ws, ss = (w, s) if contiguous else (w.contiguous(), [x.contiguous() for x in s])
             args = [matrix_view(ws), matrix_view(g.contiguous()), *[matrix_view(x) for x in ss], scal, *noise]
-            key = (w.dim() >= 2 and w.shape[0] == 1, w.numel() == 1, w.dtype, g.dtype, dt)
+            key = specialization(w, g)
             if key not in self._seen:  # first call of a new specialization: time its compile
                 start = time.perf_counter()
                 try:

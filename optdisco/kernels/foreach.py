@@ -31,16 +31,19 @@ class ForeachBackend:
         hyper.update(hyperparameters)
         # Noise is drawn tensor by tensor in the interpreter's order, so a step draws the
         # same numbers as backend="eager" from the same generator.
-        noise_per_tensor = [draw_noise(self.plan.n_draws, w.shape, compute_dtype(w), w.device, generator)
-                            for w in params]
+        n_draws = self.plan.n_draws
+        noise_per_tensor = [draw_noise(n_draws, w.shape, compute_dtype(w), w.device, generator)
+                            for w in params] if n_draws else None
         groups: dict[tuple, list[int]] = {}
         for i, w in enumerate(params):
             groups.setdefault((w.device, compute_dtype(w)), []).append(i)
         k = len(self.program.state_names)
         for (device, dt), idx in groups.items():
             n = len(idx)
-            self.fn([params[i] for i in idx], [grads[i] for i in idx],
+            whole = n == len(params)  # the common case: no per-group lists to build
+            self.fn(params if whole else [params[i] for i in idx],
+                    grads if whole else [grads[i] for i in idx],
                     [[states[i][j] for i in idx] for j in range(k)],
                     torch.tensor([float(steps[i]) for i in idx], dtype=dt),
                     float(lr), {h: torch.full((n,), float(v), dtype=dt) for h, v in hyper.items()},
-                    [[noise_per_tensor[i][d] for i in idx] for d in range(self.plan.n_draws)])
+                    [[noise_per_tensor[i][d] for i in idx] for d in range(n_draws)] if n_draws else [])

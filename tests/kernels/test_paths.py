@@ -58,6 +58,43 @@ def test_torch_compile_backend_matches_interpreter_and_reports_compile_time():
     assert b.compile_seconds > 0
 
 
+def test_auto_compiles_in_the_background_and_switches_when_ready(monkeypatch):
+    # The first step must not wait for torch.compile: it runs foreach while a thread
+    # compiles; once that is done, the large tensors go through the compiled code. Both
+    # steps match the interpreter.
+    monkeypatch.setattr(auto_mod, "COMPILE_MIN_NUMEL", 0)
+    monkeypatch.setattr(auto_mod, "SMALL_NUMEL", 40)
+    p = optdisco.parse(RULES["lamb"])
+    b = auto_mod.AutoCPUBackend(p, torch.device("cpu"))
+    shapes = [(7, 5), (33, 9), (13,)]
+    tol = {"dtype": torch.float32, "rtol": 1e-5, "atol": 1e-6, "shapes": shapes}
+    check_backend(b, p, n_steps=1, **tol)
+    assert b.last_split == ([0, 1, 2], [])  # the first step did not run compiled code
+    assert b._compile_thread is not None
+    assert b.wait_compiled(timeout=600) and b.compiled_ready
+    check_backend(b, p, n_steps=1, seed=1, **tol)
+    assert b.last_split == ([0, 2], [1])  # now the large tensor runs compiled
+    assert b._compiled.compile_seconds > 0
+
+
+def test_auto_background_compile_failure_falls_back_to_foreach(monkeypatch):
+    monkeypatch.setattr(auto_mod, "COMPILE_MIN_NUMEL", 0)
+    monkeypatch.setattr(auto_mod, "SMALL_NUMEL", 40)
+    p = optdisco.parse(RULES["lamb"])
+    b = auto_mod.AutoCPUBackend(p, torch.device("cpu"))
+    compiled = b._compiled_backend()
+
+    def broken_compile():
+        raise BackendUnavailable("no compiler here")
+    monkeypatch.setattr(compiled, "_compiled", broken_compile)
+    tol = {"dtype": torch.float32, "rtol": 1e-5, "atol": 1e-6, "shapes": [(33, 9)]}
+    check_backend(b, p, n_steps=1, **tol)
+    assert b.wait_compiled(timeout=60)
+    with pytest.warns(UserWarning, match="torch.compile failed.*no compiler here"):
+        check_backend(b, p, n_steps=1, seed=1, **tol)
+    assert b.last_split == ([0], []) and b._compile_failed
+
+
 def test_triton_noise_is_reproducible_from_the_seed(device):
     from optdisco.kernels.triton_backend import TritonBackend
     p = optdisco.parse(RULES["noisy"])
