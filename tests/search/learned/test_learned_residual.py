@@ -108,3 +108,48 @@ def test_weights_file_round_trip_without_pickle(tmp_path):
     assert got["alpha"] == 0.05 and got["base"] == "adamw"
     with pytest.raises(ValueError, match="needs"):
         ResidualLearnedOptimizer(_model().parameters(), theta=theta, hidden=8)
+
+
+def _reference_steps(w0: np.ndarray, grads: list[np.ndarray], theta: np.ndarray, lr: float, alpha: float,
+                     hidden: int) -> np.ndarray:
+    """AdamW (catalog defaults) plus the residual, written out in float64 numpy."""
+    w = w0.copy()
+    m = np.zeros_like(w)
+    v = np.zeros_like(w)
+    fm = [np.zeros_like(w) for _ in range(3)]
+    fv = np.zeros_like(w)
+    eps = 1e-8
+    for t, g in enumerate(grads, 1):
+        fm = [b * a + (1 - b) * g for a, b in zip(fm, (0.5, 0.9, 0.99))]
+        fv = 0.999 * fv + 0.001 * g * g
+        sv = np.sqrt(fv / (1 - 0.999 ** t)) + eps
+        cols = [a / (1 - b ** t) / sv for a, b in zip(fm, (0.5, 0.9, 0.99))]
+        scale = np.sqrt(np.mean(cols[1] ** 2))
+        cols += [g / sv, w / (np.sqrt(np.mean(w ** 2)) + eps),
+                 np.log(np.abs(g) + eps) - np.log(np.sqrt(np.mean(g ** 2)) + eps)]
+        x = np.stack([c.ravel() for c in cols], 1)
+        x = x / (np.sqrt(np.mean(x ** 2, axis=0, keepdims=True)) + eps)
+        const = [np.tanh(t / T) for T in (10.0, 100.0, 1000.0)] + [np.tanh(np.log10(np.sqrt(np.mean(w ** 2)) + eps))]
+        x = np.concatenate([x, np.tile(const, (x.shape[0], 1))], 1)
+        f = x.shape[1]
+        w1, b1, w2 = theta[:f * hidden].reshape(f, hidden), theta[f * hidden:f * hidden + hidden], theta[-hidden:]
+        r = (np.tanh(x @ w1 + b1) @ w2).reshape(w.shape)
+        m = 0.1 * g + 0.9 * m
+        v = 0.001 * g * g + 0.999 * v
+        base = m / (1 - 0.9 ** t) / (np.sqrt(v) / np.sqrt(1 - 0.999 ** t) + eps) + 0.01 * w
+        w = w - lr * base - lr * alpha * scale * r
+    return w
+
+
+def test_residual_step_matches_a_float64_reference():
+    rng = np.random.default_rng(3)
+    theta = rng.normal(size=theta_size(8)).astype(np.float32)
+    w0 = rng.normal(size=(3, 4))
+    grads = [rng.normal(size=(3, 4)) * 10.0 ** k for k in range(4)]
+    p = torch.nn.Parameter(torch.tensor(w0))
+    opt = ResidualLearnedOptimizer([p], lr=1e-2, theta=theta, alpha=0.2)
+    for g in grads:
+        p.grad = torch.tensor(g)
+        opt.step()
+    expect = _reference_steps(w0, grads, theta.astype(np.float64), 1e-2, 0.2, 8)
+    np.testing.assert_allclose(p.detach().numpy(), expect, rtol=1e-6, atol=1e-9)
