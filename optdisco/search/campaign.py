@@ -56,6 +56,27 @@ def stage_settings(cfg: Mapping[str, Any], stage: Mapping[str, Any]) -> dict[str
     return out
 
 
+def screen_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings of the hurdle's screening stage: the search settings on ``hurdle.tasks``
+    (the search's own tasks when empty) at ``hurdle.budget``."""
+    out = search_settings(cfg)
+    h = cfg["hurdle"]
+    if h["tasks"]:
+        out["tasks"] = list(h["tasks"])
+    out["budget"] = h["budget"]
+    return out
+
+
+def hurdle_threshold(scores: Sequence[float], q: float) -> float:
+    """The ``q`` quantile of ``scores`` by linear interpolation between order statistics:
+    with ``s`` sorted and ``h = (n - 1) q``, ``s[floor h] + (h - floor h) (s[floor h + 1] - s[floor h])``."""
+    s = sorted(scores)
+    h = (len(s) - 1) * q
+    lo = math.floor(h)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (h - lo) * (s[hi] - s[lo])
+
+
 @dataclass
 class Progress:
     """What the live display shows; updated after every result."""
@@ -128,6 +149,8 @@ class Campaign:
         self.depth = max(1, executor.workers) * d["batch_size"] * d["queue"]
         self.settings = search_settings(self.cfg)
         self.prefilter = bool(self.cfg["space"].get("prefilter", False))
+        self.hurdle = dict(self.cfg["hurdle"])
+        self.screen_settings = screen_settings(self.cfg)
         self.settings_key = settings_key(self.settings)
         self._parsed: dict[int, Program] = {}
         self._batches: dict[int, dict[str, Any]] = {}  # in flight: id -> {stage, programs, attempt}
@@ -143,7 +166,7 @@ class Campaign:
         out = dict(settings)
         # the limit is sized for the search's evaluations; the few later ones (longer budgets,
         # other suites, their baselines tuned on first use) get ten times as long
-        limit = self.cfg["fitness"]["time_limit"] * (1 if stage == "search" else FUNNEL_TIME_FACTOR)
+        limit = self.cfg["fitness"]["time_limit"] * (1 if stage in ("search", "screen") else FUNNEL_TIME_FACTOR)
         out["time_limit"] = limit or None
         # tuned baselines are shared by every campaign in the same folder
         out["cache_dir"] = str(self.store.path.resolve().parent / ".baselines")
@@ -186,7 +209,9 @@ class Campaign:
             # the warm start is the user's choice: it is trained whatever the screen says
             reason = (screen(prop.program) if hit is None and self.prefilter and prop.mutation != "warm_start"
                       else None)
-            status = "rejected" if reason is not None else "pending" if hit is None else "waiting"
+            # with hurdles, a new child is screened first; the warm start goes straight on
+            fresh = "screening" if self.hurdle["enabled"] and prop.mutation != "warm_start" else "pending"
+            status = "rejected" if reason is not None else fresh if hit is None else "waiting"
             pid = self.store.add_program(prop.program, fp, parent=prop.parent, mutation=prop.mutation,
                                          arm=prop.arm, phase="search", status=status,
                                          cache_of=None if hit is None else hit.id, idx=i)
@@ -202,16 +227,46 @@ class Campaign:
 
     def _form_batches(self, final: bool) -> list[int]:
         """Group proposed, unbatched candidates into batches; returns the new batch ids."""
-        pending = [r.id for r in self.store.programs("phase = 'search' AND status = 'pending'")]
-        new = []
-        while pending and (len(pending) >= self.batch_size or final
-                           or len(self._batches) + len(new) < self.executor.workers):
-            chunk, pending = pending[:self.batch_size], pending[self.batch_size:]
-            bid = self.store.add_batch("search", self.settings_key, chunk)
-            for pid in chunk:
-                self.store.set_status(pid, "queued", batch=bid)
-            new.append(bid)
+        new: list[int] = []
+        for waiting, stage, skey, queued in (
+                ("pending", "search", self.settings_key, "queued"),
+                ("screening", "screen", settings_key(self.screen_settings), "screen_queued")):
+            pending = [r.id for r in self.store.programs("phase = 'search' AND status = ?", (waiting,))]
+            while pending and (len(pending) >= self.batch_size or final
+                               or len(self._batches) + len(new) < self.executor.workers):
+                chunk, pending = pending[:self.batch_size], pending[self.batch_size:]
+                bid = self.store.add_batch(stage, skey, chunk)
+                for pid in chunk:
+                    self.store.set_status(pid, queued, batch=bid)
+                new.append(bid)
         return new
+
+    def _stage_settings(self, stage: str) -> dict[str, Any]:
+        return self.screen_settings if stage == "screen" else self.settings
+
+    def _clear_hurdle(self, pid: int, r: Mapping[str, Any], history: list[ProgramRow] | None) -> None:
+        """Decide whether screened child ``pid`` goes on to the full fitness (inside the caller's
+        transaction). It does while fewer than ``hurdle.warmup`` children have been screened, and
+        after that if its screening fitness is at least the ``hurdle.quantile`` quantile of every
+        screening score before it; a child screened out completes with the worst fitness, untrained
+        on the full suite. Scores and decisions come from the store alone, so a resumed campaign
+        decides exactly as an uninterrupted one."""
+        score = float(r["fitness"])
+        prior = self.store.hurdle_scores()
+        threshold = (hurdle_threshold(prior, self.hurdle["quantile"])
+                     if len(prior) >= self.hurdle["warmup"] and prior else None)
+        passed = threshold is None or (not r.get("failure") and score >= threshold)
+        self.store.add_hurdle(pid, score, threshold, passed)
+        if passed:
+            self.store.set_status(pid, "pending")
+            return
+        self.store.complete(pid, WORST, "screened_out")
+        if history is not None:
+            history.append(self.store.program(pid))
+        for w in self.store.programs("cache_of = ? AND status = 'waiting'", (pid,)):
+            self.store.complete(w.id, WORST, "cached")
+            if history is not None:
+                history.append(self.store.program(w.id))
 
     def _record(self, bid: int, outcome, history: list[ProgramRow] | None) -> bool:
         """Store a finished batch (inside the caller's transaction); False if it is to be retried."""
@@ -232,7 +287,9 @@ class Campaign:
         for pid, r in zip(pids, results):
             self.store.add_evaluation(pid, stage, skey, r, attempt=attempt, batch=bid)
             status = "failed" if r.get("failure") else "done"
-            if stage == "search":
+            if stage == "screen":
+                self._clear_hurdle(pid, r, history)
+            elif stage == "search":
                 self.store.complete(pid, float(r["fitness"]), status)
                 if history is not None:
                     history.append(self.store.program(pid))
@@ -244,6 +301,10 @@ class Campaign:
                 self.store.set_status(pid, status)
         return True
 
+    def _submit_new(self, bid: int) -> None:
+        row = self.store.db.execute("SELECT stage, programs FROM batches WHERE id = ?", (bid,)).fetchone()
+        self._submit(bid, row["stage"], json.loads(row["programs"]), self._stage_settings(row["stage"]), 1)
+
     def search(self) -> None:
         """The steady-state loop, from wherever the store stands, until the budget is done."""
         if self.store.get_meta("phase") != "search":
@@ -253,20 +314,20 @@ class Campaign:
         self.progress.done_at_start = len(history)
         # work that was in flight when the campaign stopped runs again, in its original batches
         for b in self.store.open_batches():
-            if b["stage"] == "search":
+            if b["stage"] in ("search", "screen"):
                 with self.store.transaction():
-                    self._submit(b["id"], "search", b["programs"], self.settings, 1)
+                    self._submit(b["id"], b["stage"], b["programs"], self._stage_settings(b["stage"]), 1)
         while True:
             with self.store.transaction():
                 n_generated = self._propose_due(history, n_generated)
                 final = n_generated >= self.cfg["budget"]
                 new = self._form_batches(final)
                 for bid in new:
-                    self._submit(bid, "search", json.loads(self.store.db.execute(
-                        "SELECT programs FROM batches WHERE id = ?", (bid,)).fetchone()[0]), self.settings, 1)
+                    self._submit_new(bid)
             self._refresh_progress()
             if not self._batches:
-                waiting = self.store.programs("phase = 'search' AND status IN ('pending', 'waiting')")
+                waiting = self.store.programs(
+                    "phase = 'search' AND status IN ('pending', 'waiting', 'screening')")
                 if final and not waiting:
                     break
                 if not waiting:
@@ -279,14 +340,12 @@ class Campaign:
                 with self.store.transaction():
                     if not self._record(bid, outcome, history):
                         info = self._batches[bid]
-                        self._submit(bid, "search", info["programs"], self.settings, info["attempt"])
+                        self._submit(bid, info["stage"], info["programs"], info["settings"], info["attempt"])
                         continue
                     n_generated = self._propose_due(history, n_generated)
                     final = n_generated >= self.cfg["budget"]
                     for nb in self._form_batches(final):
-                        self._submit(nb, "search", json.loads(self.store.db.execute(
-                            "SELECT programs FROM batches WHERE id = ?", (nb,)).fetchone()[0]),
-                            self.settings, 1)
+                        self._submit_new(nb)
                 self._refresh_progress()
         with self.store.transaction():
             self.store.set_meta("phase", "simplify")

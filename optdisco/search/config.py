@@ -70,6 +70,13 @@ SCHEMA: dict[str, dict[str, _Key]] = {
         "queue": _Key(int, 1, 64),
         "max_retries": _Key(int, 0, 10),
     },
+    "hurdle": {
+        "enabled": _Key(bool),
+        "tasks": _Key(list),
+        "budget": _Key(float, 0.0),
+        "quantile": _Key(float, 0.0, 1.0),
+        "warmup": _Key(int, 0),
+    },
     "simplify": {
         "enabled": _Key(bool),
         "top_k": _Key(int, 0),
@@ -86,6 +93,7 @@ SCHEMA: dict[str, dict[str, _Key]] = {
 # a stored config without them resumes as it ran.
 ADDED_LATER: dict[str, dict[str, Any]] = {
     "space": {"macro_weight": 0.0, "macro_weights": {}, "prefilter": False},
+    "hurdle": {"enabled": False, "tasks": [], "budget": 0.1, "quantile": 0.5, "warmup": 8},
 }
 
 STAGE_KEYS: dict[str, _Key] = {
@@ -178,9 +186,10 @@ def validate(cfg: Mapping[str, Any]) -> dict[str, Any]:
         if missing:
             where = f"[{section}] " if section else ""
             raise ConfigError(f"missing setting(s) {where}{', '.join(missing)}")
-    for i, task in enumerate(out["fitness"]["tasks"]):
-        if not isinstance(task, str):
-            raise ConfigError(f"setting 'fitness.tasks' must list task names; item {i} is {task!r}")
+    for section in ("fitness", "hurdle"):
+        for i, task in enumerate(out[section]["tasks"]):
+            if not isinstance(task, str):
+                raise ConfigError(f"setting '{section}.tasks' must list task names; item {i} is {task!r}")
     stages = []
     for i, stage in enumerate(out["funnel"]["stages"]):
         if not isinstance(stage, Mapping):

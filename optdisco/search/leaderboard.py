@@ -130,12 +130,17 @@ def fitness_definition(cfg: dict[str, Any]) -> str:
 
 
 def rejections_text(store: Store) -> str:
-    """The candidates the free pre-filters rejected untrained, counted by reason, as one line."""
+    """The candidates the free pre-filters rejected untrained, counted by reason, and those the
+    hurdle screened out before the full fitness, as one line."""
     counts = store.rejection_counts()
+    h = store.hurdle_counts()
+    # only campaigns that screened say so: the line of a campaign without hurdles is as before
+    screened = (f"; screened out by the hurdle: {h['screened_out']} of {h['screened']} screened"
+                if h["screened"] else "")
     if not counts:
-        return "rejected untrained by the pre-filters: none"
+        return "rejected untrained by the pre-filters: none" + screened
     per = ", ".join(f"{reason}: {n}" for reason, n in counts.items())
-    return f"rejected untrained by the pre-filters: {sum(counts.values())} ({per})"
+    return f"rejected untrained by the pre-filters: {sum(counts.values())} ({per})" + screened
 
 
 def rich_table(store: Store, k: int = 8):

@@ -89,6 +89,13 @@ CREATE TABLE IF NOT EXISTS rejections (
     program INTEGER PRIMARY KEY REFERENCES programs(id),
     reason TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS hurdles (
+    program INTEGER PRIMARY KEY REFERENCES programs(id),
+    n INTEGER UNIQUE NOT NULL,
+    score REAL NOT NULL,
+    threshold REAL,
+    passed INTEGER NOT NULL
+);
 """
 
 
@@ -356,6 +363,31 @@ class Store:
         rows = self.db.execute("SELECT reason, COUNT(*) AS n FROM rejections GROUP BY reason "
                                "ORDER BY n DESC, reason")
         return {r["reason"]: r["n"] for r in rows}
+
+    # -- hurdles (progressive screening, campaign.Campaign): each screened child's decision --
+    # Created by CREATE TABLE IF NOT EXISTS, so stores from before it gain it on open.
+    def add_hurdle(self, pid: int, score: float, threshold: float | None, passed: bool) -> int:
+        """Record search program ``pid``'s screening ``score``, the hurdle it met (None in the
+        warmup) and whether it passed; returns its decision number ``n`` (0, 1, ...)."""
+        n = self.db.execute("SELECT COALESCE(MAX(n) + 1, 0) FROM hurdles").fetchone()[0]
+        self.db.execute("INSERT INTO hurdles(program, n, score, threshold, passed) VALUES (?,?,?,?,?)",
+                        (pid, n, score, threshold, int(passed)))
+        return int(n)
+
+    def hurdle_scores(self) -> list[float]:
+        """Every screening score recorded so far, in the order the decisions were made."""
+        return [r[0] for r in self.db.execute("SELECT score FROM hurdles ORDER BY n")]
+
+    def hurdle(self, pid: int) -> dict[str, Any] | None:
+        """Program ``pid``'s screening decision (score, threshold, passed), or None if it had none."""
+        row = self.db.execute("SELECT * FROM hurdles WHERE program = ?", (pid,)).fetchone()
+        return None if row is None else dict(row, passed=bool(row["passed"]))
+
+    def hurdle_counts(self) -> dict[str, int]:
+        """Screened children: how many went on to the full fitness and how many were screened out."""
+        row = self.db.execute("SELECT COUNT(*) AS screened, SUM(passed) AS passed FROM hurdles").fetchone()
+        screened, passed = row["screened"] or 0, row["passed"] or 0
+        return {"screened": screened, "passed": passed, "screened_out": screened - passed}
 
 
 def load_program(db: str | Path, ident: str | int) -> Program:
