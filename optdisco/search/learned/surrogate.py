@@ -34,7 +34,7 @@ import torch
 from ...dsl import run
 from ...dsl.builtins import BUILTINS
 from ...dsl.ir import Call, Const, Expr, Name, Program
-from ..evolution import Evolution, Proposal
+from ..evolution import VARIANTS, Evolution, Proposal
 from ..store import ProgramRow
 
 PROBE_DIM = 16
@@ -224,3 +224,6 @@ class SurrogateEvolution(Evolution):
             return first
         best = self.predictor.rank([p.program for p in novel])[0]
         return novel[best]
+
+
+VARIANTS["surrogate"] = SurrogateEvolution
