@@ -7,6 +7,8 @@ The public API: :func:`parse` rule text into a :class:`Program`, look rules up i
     prog = optdisco.parse(text)
     optdisco.catalog.names()
     opt = optdisco.Optimizer(model.parameters(), "lion", lr=1e-4, beta2=0.98)
+
+:class:`LearnedOptimizer` runs a learned MLP optimizer (``optdisco learn --mlp``).
 """
 
 from .discovered import hooks as _hooks

@@ -269,18 +269,13 @@ def test_no_import_cycle_across_packages() -> None:
     assert not bad, "\n".join(_cycle_report(c, graph_edges) for c in bad)
 
 
-# Cycles inside one package that remain (each is lazy, function-local on one side, so it
-# cannot deadlock an import; still dependencies). The test fails on any other, and on any of
+# Cycles inside one package that remain (lazy, function-local on one side, so they cannot
+# break an import; still dependencies). The test fails on any other, and on any of
 # these that grows; remove an entry when its cycle is cut.
 KNOWN_WITHIN_PACKAGE_CYCLES: list[frozenset[str]] = [
     # Program's convenience methods (source(), sympy(), latex(), fingerprint()).
     frozenset({"optdisco.dsl.fingerprint", "optdisco.dsl.interpreter", "optdisco.dsl.ir",
                "optdisco.dsl.printer", "optdisco.dsl.symbolic"}),
-    # tasks.py registers the held-out suites by importing them at its end.
-    frozenset({"optdisco.evaluators.heldout", "optdisco.evaluators.heldout_scale",
-               "optdisco.evaluators.tasks"}),
-    # a worker process runs train._train.
-    frozenset({"optdisco.evaluators.train", "optdisco.evaluators.workers"}),
 ]
 
 
