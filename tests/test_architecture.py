@@ -10,11 +10,14 @@ rules are checked against the layer order below (also written at the top of
   the few listed in ``KNOWN_WITHIN_PACKAGE_CYCLES``.
 
 Function-local imports of optdisco modules count: they are still dependencies, only late.
+A function-local import of a third-party package (an optional or slow dependency) needs a
+comment saying why it is local; the standard library's need none.
 """
 
 from __future__ import annotations
 
 import ast
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,8 +34,6 @@ LAYERS: list[tuple[str, ...]] = [
 ]
 TOP = len(LAYERS)
 
-# Optional or heavy third-party packages that may be imported inside a function.
-OPTIONAL_OK_WITHOUT_COMMENT: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,8 @@ def _under_type_checking(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> bool
 
 
 def scan(modules: dict[str, Path]) -> tuple[list[Edge], list[str]]:
-    """All optdisco-to-optdisco imports, and the uncommented local imports of other packages.
+    """All optdisco-to-optdisco imports, and the function-local imports of third-party
+    packages (optional or slow dependencies) that carry no comment saying why.
 
     ``from X import a`` yields ``X.a`` when that is a module, else ``X``; relative imports
     are resolved against the importing module's package. Imports under
@@ -156,13 +158,22 @@ def scan(modules: dict[str, Path]) -> tuple[list[Edge], list[str]]:
                 dst = _resolve(target, modules)
                 if dst is not None and dst != src:
                     edges.append(Edge(src, dst, path, node.lineno, text, local))
-            if local and external and not set(external) <= OPTIONAL_OK_WITHOUT_COMMENT:
-                here = lines[node.lineno - 1]
-                above = lines[node.lineno - 2].strip() if node.lineno >= 2 else ""
-                if "#" not in here and not above.startswith("#"):
-                    rel = path.relative_to(ROOT.parent)
-                    uncommented.append(f"{rel}:{node.lineno}: {text}")
+            optional = [m for m in external if m.split(".")[0] not in sys.stdlib_module_names]
+            if local and optional and not _commented(lines, node.lineno):
+                rel = path.relative_to(ROOT.parent)
+                uncommented.append(f"{rel}:{node.lineno}: {text}")
     return edges, uncommented
+
+
+def _commented(lines: list[str], lineno: int) -> bool:
+    """Whether the import at ``lineno`` (1-based) has a comment on its line or on a comment line
+    just above its block of consecutive imports."""
+    if "#" in lines[lineno - 1]:
+        return True
+    i = lineno - 2
+    while i >= 0 and lines[i].strip().startswith(("import ", "from ")) and "#" not in lines[i]:
+        i -= 1
+    return i >= 0 and (lines[i].strip().startswith("#") or ("#" in lines[i] and lines[i].strip().startswith(("import ", "from "))))
 
 
 def _where(edge: Edge) -> str:
@@ -285,3 +296,9 @@ def test_no_import_cycle_within_a_package_but_the_known_ones() -> None:
     graph_edges = _cycle_edges(edges, modules)
     bad = [c for c in cycles(set(modules), graph_edges) if frozenset(c) not in KNOWN_WITHIN_PACKAGE_CYCLES]
     assert not bad, "\n".join(_cycle_report(c, graph_edges) for c in bad)
+
+
+def test_local_imports_of_optional_dependencies_say_why() -> None:
+    _, uncommented = scan(all_modules())
+    assert not uncommented, ("function-local imports of third-party packages need a comment "
+                             "saying why they are local:\n  " + "\n  ".join(uncommented))

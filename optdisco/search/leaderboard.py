@@ -118,6 +118,7 @@ def rich_table(store: Store, k: int = 8):
     """The leaderboard for a terminal: a table of the numbers, then each rule's math on its
     own full-width line (a formula squeezed into a column of a 9-column table in an
     80-column terminal is unreadable)."""
+    # the live display only; rich is slow to import
     from rich.console import Group
     from rich.table import Table
     stages = [s["stage"] for s in json.loads(store.get_meta("funnel") or "[]")]

@@ -91,6 +91,7 @@ class _NotExpressible(Exception):
 
 def _from_sympy(e, inputs: set[str]) -> Expr:
     """A sympy expression (as :mod:`optdisco.dsl.symbolic` builds them) back in the IR."""
+    # slow to import; only this step needs it
     import sympy
     if isinstance(e, sympy.Symbol):
         if e.name not in inputs:

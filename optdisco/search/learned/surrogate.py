@@ -145,6 +145,7 @@ class FitnessPredictor:
     def _fit(self) -> None:
         if self._model is not None and self._fitted_on == len(self._y):
             return
+        # optional (the search extra); only this path needs it
         from sklearn.ensemble import ExtraTreesRegressor
         self._model = ExtraTreesRegressor(n_estimators=self.trees, min_samples_leaf=2,
                                           random_state=self.seed, n_jobs=1)
