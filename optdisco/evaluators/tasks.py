@@ -218,7 +218,8 @@ class Supervised(Task):
         return self._loss(params, d.x_val, d.y_val)
 
 
-def _pool2(x: torch.Tensor) -> torch.Tensor:
+def pool2(x: torch.Tensor) -> torch.Tensor:
+    """2x2 average pooling of a batch of ``P`` programs' activations, shape ``(P, N, C, H, W)``."""
     P, N = x.shape[:2]
     y = F.avg_pool2d(x.reshape(P * N, *x.shape[2:]), 2)
     return y.view(P, N, *y.shape[1:])
@@ -240,7 +241,7 @@ def cnn(params: Params, x: torch.Tensor, side: int = 8) -> torch.Tensor:
     n_conv = (len(params) - 2) // 2
     for i in range(n_conv):
         h = torch.relu(conv2d(h, params[2 * i], params[2 * i + 1]))
-    h = _pool2(h)
+    h = pool2(h)
     return linear(h.flatten(2), params[-2], params[-1])
 
 
@@ -461,8 +462,3 @@ def _autoencoder(scale: str) -> Task:
     return Supervised("autoencoder", "tanh autoencoder 64-32-8-32-64 on 8x8 digits", steps=150,
                       batch_size=64, shapes=mlp_shapes([64, 32, 8, 32, 64]), dataset=D.digits,
                       model=lambda p, x: mlp(p, x, torch.tanh), loss="ae")
-
-
-# Importing the held-out suite registers it (it lives in its own module: the search never uses it).
-from . import heldout as _heldout  # noqa: E402,F401
-from . import heldout_scale as _heldout_scale  # noqa: E402,F401

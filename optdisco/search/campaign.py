@@ -25,6 +25,7 @@ from ..dsl import parse
 from ..dsl.ir import Program
 from . import config as config_mod
 from .cache import fingerprint, settings_key
+from .config import search_settings
 from .evolution import Evolution
 from .executors import BatchFailure
 from .fitness import WORST
@@ -33,27 +34,6 @@ from .store import ProgramRow, Store
 
 
 FUNNEL_TIME_FACTOR = 10
-
-
-def search_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """The evaluation settings of the search phase (what its cache key is made of)."""
-    f = cfg["fitness"]
-    out = {"evaluator": f["evaluator"], "suite": f["suite"], "tasks": list(f["tasks"]),
-           "seeds": f["seeds"], "budget": f["budget"]}
-    if f.get("aggregate", "mean") != "mean":  # only then: stores made before the key keep their cache keys
-        out["aggregate"] = f["aggregate"]
-    return out
-
-
-def stage_settings(cfg: Mapping[str, Any], stage: Mapping[str, Any]) -> dict[str, Any]:
-    """A funnel stage's settings: the search settings with the stage's changes."""
-    out = search_settings(cfg)
-    for k in ("suite", "tasks", "seeds", "budget"):
-        if k in stage:
-            out[k] = list(stage[k]) if k == "tasks" else stage[k]
-    if "suite" in stage and "tasks" not in stage:
-        out["tasks"] = []  # another suite: its own tasks
-    return out
 
 
 @dataclass

@@ -13,7 +13,7 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.text import Text
 
-from ..dsl import DSLError, parse
+from ..discovered.optimizer import resolve_rule
 from ..dsl.ir import Program
 from . import config as config_mod
 from .campaign import Campaign, Progress
@@ -29,30 +29,7 @@ def resolve_warm_start(rule: str) -> Program | None:
     """The warm-start Program: a catalog name, a rule file, ``DB:ID``, or None for ``""``."""
     if not rule:
         return None
-    try:
-        from ..discovered.optimizer import resolve_rule
-    except ImportError:
-        resolve_rule = None
-    if resolve_rule is not None:
-        return resolve_rule(rule)
-    if Path(rule).is_file():
-        return parse(Path(rule).read_text(encoding="utf-8"))
-    if ":" in rule:
-        from .store import load_program
-        db, _, ident = rule.rpartition(":")
-        return load_program(db, ident)
-    raise DSLError(f"cannot resolve warm start '{rule}' (no catalog installed)")
-
-
-def check_evaluator(cfg: Mapping[str, Any]) -> None:
-    """Fail early, before any work, when the configured evaluator cannot run here."""
-    if cfg["fitness"]["evaluator"] == "proxy":
-        try:
-            from ..evaluators import evaluate  # type: ignore[attr-defined]  # noqa: F401
-        except ImportError as e:
-            raise config_mod.ConfigError(
-                f"fitness.evaluator = 'proxy' needs optdisco.evaluators.evaluate ({e}); "
-                "use fitness.evaluator = 'quadratic' for the built-in noisy quadratic") from None
+    return resolve_rule(rule)
 
 
 def make_executor(cfg: Mapping[str, Any], address: str | None, workers: int):
@@ -128,13 +105,11 @@ def run_search(config_path: str | None, overrides: Mapping[str, Any], resume: st
         if address:
             overrides["address"] = address
         cfg = config_mod.load(config_path, overrides)
-        check_evaluator(cfg)
         warm = resolve_warm_start(cfg["warm_start"])
         db = cfg["db"] or f"runs/{time.strftime('%Y%m%d-%H%M%S')}.db"
         if Path(db).exists():
             raise StoreError(f"{db} exists; continue it with --resume {db}, or choose another --db")
         store = Store(db)
-    check_evaluator(cfg)
     executor = make_executor(cfg, address or cfg["distributed"]["address"], cfg["workers"])
     console.print(f"campaign store: {store.path}  ({executor.workers} Ray worker(s), "
                   f"batches of {cfg['distributed']['batch_size']})")

@@ -23,15 +23,17 @@ from .store import Store
 def _png(fig) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    # optional (the search extra); only the plots need it
     import matplotlib.pyplot as plt
     plt.close(fig)
     return f'<img class="plot" alt="plot" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}"/>'
 
 
 def _plt():
+    # optional (the search extra); only the plots need it
     import matplotlib
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after use("Agg"), which must come first
     return plt
 
 
@@ -72,6 +74,7 @@ def pareto(points: list[tuple[int, float]]) -> list[tuple[int, float]]:
 
 def plot_pareto(store: Store) -> str:
     plt = _plt()
+    # only this plot needs it
     import numpy as np
     pts = [(r.n_states, r.fitness) for r in store.programs(
         "phase = 'search' AND cache_of IS NULL AND status = 'done' AND fitness IS NOT NULL")]

@@ -184,6 +184,7 @@ def best_found_rule() -> str | None:
 
 def summary_table(val: Validation):
     """A rich table: per workload and contender, loss [95% CI], speedup, tuned rate, ms/step, state."""
+    # the live display only; rich is slow to import
     from rich.table import Table
     from .validate_report import speedup_text
     s = val.settings
