@@ -16,6 +16,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from .classify import stored_class
 from .leaderboard import rejections_text, references, rows
 from .store import Store
 
@@ -232,7 +233,6 @@ def write_report(db: str | Path, out: str | Path) -> Path:
 def _found_html(store: Store, found: list[int]) -> str:
     """Per found rule: its class (rediscovered X / variant of X / new structure, discovery or
     not) and, per funnel stage that compared it, its fitness against the catalog envelope."""
-    from .classify import stored_class
     funnel = json.loads(store.get_meta("funnel") or "[]")
     items = []
     for pid in found:
