@@ -10,7 +10,7 @@ from rich.text import Text
 
 from ..dsl import Program
 from .evaluate import evaluate, steps_for
-from .tasks import FACTORIES, SUITES, get_task
+from .tasks import SUITES, get_task
 
 
 def _fmt(x: float, digits: int = 4) -> str:

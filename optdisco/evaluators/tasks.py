@@ -15,7 +15,7 @@ log-ratios finite on tasks whose optimum is exactly zero.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import torch

@@ -144,16 +144,14 @@ class Campaign:
         pr.done, pr.hits, pr.failed, pr.trained = c["done"], c["hits"], c["failed"], c["trained"]
         if pr.trained_at_start < 0:
             pr.trained_at_start = pr.trained
-        row = self.store.db.execute(
-            "SELECT id, source, fitness FROM programs WHERE phase = 'search' AND seq IS NOT NULL "
-            "ORDER BY fitness DESC, seq LIMIT 1").fetchone()
+        row = self.store.best_search_program()
         if row is not None:
-            pr.best_fitness, pr.best_id, pr.best_source = row["fitness"], row["id"], row["source"]
+            pr.best_fitness, pr.best_id, pr.best_source = row.fitness, row.id, row.source
         self.on_progress(pr)
 
     # -- the search loop --------------------------------------------------------------------
     def _search_rows(self) -> list[ProgramRow]:
-        return self.store.programs("phase = 'search'")
+        return self.store.search_programs()
 
     def _propose_due(self, history: list[ProgramRow], n_generated: int) -> int:
         """Propose every candidate that the results so far unlock; returns the new count."""
@@ -182,7 +180,7 @@ class Campaign:
 
     def _form_batches(self, final: bool) -> list[int]:
         """Group proposed, unbatched candidates into batches; returns the new batch ids."""
-        pending = [r.id for r in self.store.programs("phase = 'search' AND status = 'pending'")]
+        pending = [r.id for r in self.store.search_programs(["pending"])]
         new = []
         while pending and (len(pending) >= self.batch_size or final
                            or len(self._batches) + len(new) < self.executor.workers):
@@ -216,7 +214,7 @@ class Campaign:
                 self.store.complete(pid, float(r["fitness"]), status)
                 if history is not None:
                     history.append(self.store.program(pid))
-                for w in self.store.programs("cache_of = ? AND status = 'waiting'", (pid,)):
+                for w in self.store.waiting_on(pid):
                     self.store.complete(w.id, float(r["fitness"]), "cached")
                     if history is not None:
                         history.append(self.store.program(w.id))
@@ -242,11 +240,10 @@ class Campaign:
                 final = n_generated >= self.cfg["budget"]
                 new = self._form_batches(final)
                 for bid in new:
-                    self._submit(bid, "search", json.loads(self.store.db.execute(
-                        "SELECT programs FROM batches WHERE id = ?", (bid,)).fetchone()[0]), self.settings, 1)
+                    self._submit(bid, "search", self.store.batch_programs(bid), self.settings, 1)
             self._refresh_progress()
             if not self._batches:
-                waiting = self.store.programs("phase = 'search' AND status IN ('pending', 'waiting')")
+                waiting = self.store.search_programs(["pending", "waiting"])
                 if final and not waiting:
                     break
                 if not waiting:
@@ -264,9 +261,7 @@ class Campaign:
                     n_generated = self._propose_due(history, n_generated)
                     final = n_generated >= self.cfg["budget"]
                     for nb in self._form_batches(final):
-                        self._submit(nb, "search", json.loads(self.store.db.execute(
-                            "SELECT programs FROM batches WHERE id = ?", (nb,)).fetchone()[0]),
-                            self.settings, 1)
+                        self._submit(nb, "search", self.store.batch_programs(nb), self.settings, 1)
                 self._refresh_progress()
         with self.store.transaction():
             self.store.set_meta("phase", "simplify")
@@ -285,11 +280,9 @@ class Campaign:
             for p, parent in zip(programs, parents):
                 fp = fingerprint(p)
                 known = self.store.cached_evaluation(fp, skey)
-                same = self.store.db.execute(  # one row per behaviour: lineage stays in one place
-                    "SELECT id FROM programs WHERE fingerprint = ? AND cache_of IS NULL ORDER BY id LIMIT 1",
-                    (fp,)).fetchone()
+                same = self.store.original_of(fp)  # one row per behaviour: lineage stays in one place
                 if same is not None:
-                    pid = same["id"]
+                    pid = same
                 else:
                     pid = self.store.add_program(p, fp, parent=parent, mutation=mutation, arm=arm,
                                                  phase=arm, status="pending")
@@ -320,9 +313,7 @@ class Campaign:
     # -- after the search ---------------------------------------------------------------------
     def top(self, k: int) -> list[ProgramRow]:
         """The ``k`` best distinct programs of the search (by fitness; cache hits folded)."""
-        rows = self.store.programs("phase = 'search' AND seq IS NOT NULL AND cache_of IS NULL "
-                                   "AND status = 'done'", order="fitness DESC, seq")
-        return rows[:k]
+        return self.store.top_programs(k)
 
     def run(self) -> list[int]:
         """Search, simplify the best, funnel them; returns the ids of the programs found."""

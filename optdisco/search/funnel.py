@@ -34,8 +34,7 @@ def entrants(campaign) -> list[tuple[int, Program]]:
     store = campaign.store
     chosen: list[tuple[int, Program]] = []
     seen: set[str] = set()
-    for key, value in store.db.execute("SELECT key, value FROM meta WHERE key LIKE 'simplified:%' ORDER BY key"):
-        info = json.loads(value)
+    for info in store.simplified(by_key=True):
         p = parse(info["source"])
         if info["fitness"] >= cfg["threshold"] and fingerprint(p) not in seen:
             seen.add(fingerprint(p))

@@ -61,8 +61,7 @@ def rows(store: Store, k: int = 10) -> list[dict[str, Any]]:
     found = set(json.loads(store.get_meta("found") or "[]"))
     funnel = json.loads(store.get_meta("funnel") or "[]")
     simplified = {}
-    for _, value in store.db.execute("SELECT key, value FROM meta WHERE key LIKE 'simplified:%'"):
-        info = json.loads(value)
+    for info in store.simplified():
         simplified[info["id"]] = info
     stage_fit: dict[int, dict[str, float]] = {}
     for stage in funnel:
@@ -70,8 +69,7 @@ def rows(store: Store, k: int = 10) -> list[dict[str, Any]]:
             if not r["reference"]:
                 stage_fit.setdefault(r["id"], {})[stage["stage"]] = r["fitness"]
     ids: list[int] = [i for i in simplified] + [i for i in stage_fit if i not in simplified]
-    for r in store.programs("phase = 'search' AND cache_of IS NULL AND seq IS NOT NULL AND status = 'done'",
-                            order="fitness DESC, seq"):
+    for r in store.top_programs():
         if len(ids) >= k * 3:
             break
         ids.append(r.id)

@@ -77,8 +77,7 @@ def plot_pareto(store: Store) -> str:
     plt = _plt()
     # only this plot needs it
     import numpy as np
-    pts = [(r.n_states, r.fitness) for r in store.programs(
-        "phase = 'search' AND cache_of IS NULL AND status = 'done' AND fitness IS NOT NULL")]
+    pts = [(r.n_states, r.fitness) for r in store.scored_search_programs()]
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
     if pts:
         rng = np.random.default_rng(0)
@@ -201,7 +200,7 @@ def write_report(db: str | Path, out: str | Path) -> Path:
         lb = rows(store, 10)
         found = json.loads(store.get_meta("found") or "[]")
         winners = found or [r["id"] for r in lb[:3]]
-        secs = store.db.execute("SELECT SUM(seconds), COUNT(*) FROM evaluations").fetchone()
+        secs = store.evaluation_seconds()
         hit = c["hits"] / c["done"] if c["done"] else 0.0
         parts = [
             "<!doctype html><html><head><meta charset='utf-8'><title>optdisco campaign</title>",
