@@ -14,8 +14,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
 
+from ..errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(ValueError, UserError):
     """A campaign setting that does not exist or has a bad value."""
 
 
