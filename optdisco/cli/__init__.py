@@ -13,14 +13,14 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from .dsl import Program
-from .errors import UserError
+from ..dsl import Program
+from ..errors import UserError
 
 console = Console()
 
 
 def _rule(arg: str) -> Program:
-    from .discovered.optimizer import resolve_rule
+    from ..discovered.optimizer import resolve_rule
     return resolve_rule(arg)
 
 
@@ -32,7 +32,7 @@ def _short_paper(paper: str, year: str) -> str:
 
 def cmd_list(args: argparse.Namespace) -> int:
     """A table of the catalog: name, origin, state tensors per parameter, paper, summary."""
-    from . import catalog
+    from .. import catalog
     entries = catalog.entries()
     table = Table(title=f"optdisco catalog ({len(entries)} rules)")
     rows = [(e.name, e.origin, f"{len(e.states)}" + (f" ({', '.join(e.states)})" if e.states else ""),
@@ -54,20 +54,20 @@ def memory_per_parameter(p: Program, state_bytes: int = 4) -> str:
 
 def equivalent_catalog_rules(p: Program) -> list[str]:
     """Catalog rules that compute the same updates as ``p`` (equal fingerprints)."""
-    from . import catalog
+    from .. import catalog
     fp = p.fingerprint()
     return [n for n in catalog.names() if catalog.get(n).fingerprint() == fp]
 
 
 def cmd_show(args: argparse.Namespace) -> int:
     """Source, simplified math, LaTeX, memory and catalog equivalents of a rule."""
-    from .dsl.symbolic import simplified
+    from ..dsl.symbolic import simplified
     p = _rule(args.rule)
     console.rule(f"[bold]{p.name}")
     for key, value in p.metadata:
         console.print(f"[bold]{key}:[/bold] {value}", highlight=False)
-    from . import catalog
-    from .userdata import data_dir, rule_facts
+    from .. import catalog
+    from ..userdata import data_dir, rule_facts
     if p.name in catalog.names() and p.source() == catalog.get(p.name).source():
         # Run-time results (optdisco validate) live in the user data directory, not the package.
         for key, value in rule_facts(p.name).items():
@@ -89,7 +89,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Write the rule as a standalone torch optimizer, LaTeX or Markdown."""
-    from .discovered.export import export
+    from ..discovered.export import export
     p = _rule(args.rule)
     text = export(p, args.format)
     if args.output in (None, "-"):
@@ -102,12 +102,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """Evaluate a rule against tuned AdamW on proxy or held-out tasks."""
-    from .evaluators import cli_support
+    from . import commands_eval as cli_support
     if args.list_tasks:
         console.print(cli_support.list_tasks_table())
         return 0
     if args.learned:
-        from .search.learned.cli_support import eval_learned
+        from .commands_learn import eval_learned
         eval_learned(args.learned, suite=args.suite, tasks=args.task or (), seeds=args.seeds,
                      budget=args.budget, console=console)
         return 0
@@ -122,7 +122,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_search(args: argparse.Namespace) -> int:
     """Run (or resume) a discovery campaign."""
-    from .search import cli_support
+    from . import commands_search as cli_support
     overrides = {k: v for k, v in {
         "preset": args.preset, "budget": args.budget, "workers": args.workers, "seed": args.seed,
         "db": args.db, "warm_start": args.warm_start, "strategy": args.strategy,
@@ -132,7 +132,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 def cmd_learn(args: argparse.Namespace) -> int:
     """Meta-learn: a rule's constants (ES), the MLP optimizer, or a rule distilled from it."""
-    from .search.learned import cli_support as learn
+    from . import commands_learn as learn
     common = {"address": args.address, "workers": args.workers, "console": console}
     if args.mlp:
         learn.learn_mlp(args.output or "lopt.npz", tasks=args.task or ("quadratic", "logreg"),
@@ -154,7 +154,7 @@ def cmd_learn(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """Validate rules at scale against tuned AdamW and Lion; one HTML report, resumable."""
-    from .search.validate_support import run_validate
+    from ..search.validate_support import run_validate
     specs = [*(args.rules or []), *(f"learned:{p}" for p in args.learned or [])]
     run_validate(specs, scale=args.scale, seeds=args.seeds, budget=args.budget, tune_budget=args.tune_budget,
                  tasks=args.task, device=args.device, dtype=args.dtype, backend=args.backend,
@@ -164,7 +164,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Write a campaign's HTML report."""
-    from .search import cli_support
+    from . import commands_search as cli_support
     path = cli_support.write_report(args.db, args.output)
     console.print(f"wrote {path}")
     return 0
@@ -179,8 +179,8 @@ def catalog_add(spec: str, name: str, checkout: str | Path) -> Path:
     """
     from dataclasses import replace
 
-    from .discovered.catalog import rule_file_text
-    from .search.found import found_rules
+    from ..discovered.catalog import rule_file_text
+    from ..search.found import found_rules
     root = Path(checkout)
     if not ((root / "pyproject.toml").is_file() and (root / ".git").exists()):
         raise UserError(f"{root} is not a source checkout (needs pyproject.toml and .git); "
@@ -214,7 +214,7 @@ def cmd_catalog_add(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run one of the benchmark scripts in benchmarks/ (from a source checkout)."""
     import runpy
-    script = Path(__file__).resolve().parent.parent / "benchmarks" / f"bench_{args.what}.py"
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / f"bench_{args.what}.py"
     if not script.exists():
         raise SystemExit(f"optdisco bench: {script} not found (benchmarks ship with the source checkout)")
     sys.argv = [str(script), *args.rest]
@@ -335,6 +335,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"optdisco: error: {message}", file=sys.stderr)
         return 2
 
-
-if __name__ == "__main__":
-    sys.exit(main())
