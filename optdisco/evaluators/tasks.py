@@ -21,6 +21,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from ..errors import UserError
 from . import data as D
 from .layers import (causal_attention, conv1d, conv2d, cross_entropy, fan_in_normal, layer_norm,
                      linear, mse)
@@ -380,13 +381,20 @@ def register(name: str, suite: str) -> Callable:
 _BUILT: dict[tuple[str, str, str], Task] = {}
 
 
+class UnknownTask(KeyError, UserError):
+    """A task name that is not a task; the message lists the valid names."""
+
+    def __str__(self) -> str:  # KeyError would print the repr of the message
+        return str(self.args[0])
+
+
 def get_task(name: str, scale: str = "cpu", device: str = "cpu") -> Task:
     """The task called ``name`` at ``scale`` ("cpu" or "gpu"), training on ``device``.
 
     Raises KeyError with the valid names for an unknown task.
     """
     if name not in FACTORIES:
-        raise KeyError(f"unknown task '{name}'; tasks: {', '.join(FACTORIES)}")
+        raise UnknownTask(f"unknown task '{name}'; tasks: {', '.join(FACTORIES)}")
     if scale not in ("cpu", "gpu"):
         raise ValueError(f"scale must be 'cpu' or 'gpu', not {scale!r}")
     key = (name, scale, str(device))

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import tomllib
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, Sequence
 
@@ -30,10 +31,34 @@ from .evolution import Evolution
 from .executors import BatchFailure
 from .fitness import WORST
 from .prefilter import screen
-from .store import ProgramRow, Store
+from .store import ProgramRow, Store, StoreError
 
 
 FUNNEL_TIME_FACTOR = 10
+
+
+def _write_config(store: Store, cfg: Mapping[str, Any]) -> None:
+    """The campaign's config in the store, as TOML (what resume reads) and as JSON (for reports)."""
+    store.set_meta("config", config_mod.dumps(cfg))
+    store.set_meta("config_json", json.dumps(cfg))
+
+
+def stored_config(store: Store) -> dict[str, Any]:
+    """The validated config of the campaign in ``store``; StoreError if it holds no campaign."""
+    text = store.get_meta("config")
+    if text is None:
+        raise StoreError(f"{store.path} is not a campaign store (no config)")
+    return config_mod.validate(tomllib.loads(text))
+
+
+def update_config(store: Store, cfg: Mapping[str, Any], budget_changed: bool) -> None:
+    """Store a resumed campaign's changed config; a changed budget above what was proposed
+    reopens the search phase (so the campaign proposes the extra candidates)."""
+    with store.transaction():
+        _write_config(store, cfg)
+        if budget_changed and store.get_meta("phase") != "search" and \
+                store.counts()["proposed"] < cfg["budget"]:
+            store.set_meta("phase", "search")
 
 
 @dataclass
@@ -89,8 +114,7 @@ class Campaign:
         stored = store.get_meta("config")
         if stored is None:
             with store.transaction():
-                store.set_meta("config", config_mod.dumps(self.cfg))
-                store.set_meta("config_json", json.dumps(self.cfg))
+                _write_config(store, self.cfg)
                 store.set_meta("phase", "search")
                 store.set_meta("created", str(time.time()))
                 if warm_start is not None:  # the catalog keeps its paper notes; lineage shows the code

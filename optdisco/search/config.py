@@ -14,10 +14,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
 
+from ..errors import UserError
 from .macro import MACROS
 
 
-class ConfigError(ValueError):
+
+class ConfigError(ValueError, UserError):
     """A campaign setting that does not exist or has a bad value."""
 
 

@@ -24,6 +24,7 @@ from typing import Any, Sequence
 
 from ..dsl import DSLError, parse
 from ..dsl.ir import Program
+from ..errors import UserError
 
 SCHEMA_VERSION = 2
 
@@ -92,7 +93,7 @@ CREATE TABLE IF NOT EXISTS rejections (
 """
 
 
-class StoreError(RuntimeError):
+class StoreError(RuntimeError, UserError):
     """A store that cannot be opened as a campaign (missing, another schema, not a campaign)."""
 
 
