@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-import optdisco.catalog as catalog
 from reference_problems import PROBLEMS, assert_paths_close, rule_path
+
+from optdisco import catalog
 
 pytorch_optimizer = pytest.importorskip("pytorch_optimizer")
 
