@@ -26,7 +26,7 @@ def campaign_rate(workers: int, budget: int, evaluator: str, seed: int) -> tuple
 
     from optdisco.search import config
     from optdisco.search.campaign import Campaign
-    from optdisco.search.cli_support import resolve_warm_start
+    from optdisco.cli.commands_search import resolve_warm_start
     from optdisco.search.executors import RayExecutor, init_ray
     from optdisco.search.fitness import evaluate_batch
     from optdisco.search.store import Store

@@ -30,6 +30,7 @@ from functools import lru_cache
 from importlib import resources
 
 from ..dsl import DSLError, Program, parse
+from ..errors import UserError
 
 #: Catalog folders inside the package, in lookup order.
 FOLDERS = ("known", "found")
@@ -43,7 +44,7 @@ REQUIRED_KEYS = {
 _KEY_LINE = re.compile(r"^([A-Z][A-Za-z0-9_]*):\s?(.*)$")
 
 
-class UnknownRule(KeyError):
+class UnknownRule(KeyError, UserError):
     """A name that is not in the catalog; the message lists close matches."""
 
     def __init__(self, name: str, known: list[str]) -> None:

@@ -154,9 +154,9 @@ def to_torch(program: Program, class_name: str | None = None) -> str:
     sig = ", ".join(["w", "g", *program.state_names])
     kw = ", ".join(["step", "lr", *[f"{n}={v!r}" for n, v in hyper]])
     body = [f"def {fn}({sig}, *, {kw}, {gen}=None):",
-            f'    """One application of the rule: returns (u, new_states); the caller does w -= lr * u."""',
+            '    """One application of the rule: returns (u, new_states); the caller does w -= lr * u."""',
             f"    {ops} = _Ops(w, {gen})",
-            f"    g = g.to(w.dtype)"]
+            "    g = g.to(w.dtype)"]
     for n in ("step", "lr", *[n for n, _ in hyper]):
         body.append(f"    {n} = {ops}.scalar({n})")
     for st in program.state_names:

@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterable
 import torch
 
 from ..dsl import DSLError, Program, parse
+from . import catalog, hooks
 
 #: With ``state_bits=8``, tensors smaller than this keep float32 states: biases and norm
 #: gains save little memory and are the most sensitive to quantization error.
@@ -35,8 +36,8 @@ def state_dtype(param: torch.Tensor) -> torch.dtype:
 def resolve_rule(rule: "str | Program | os.PathLike") -> Program:
     """A Program from a Program, a catalog name, rule text, or the path of a rule file.
 
-    ``DB:ID`` (a program in a campaign store) is resolved by :mod:`optdisco.search` when
-    installed with it.
+    ``DB:ID`` (a program in a campaign store) is read by the store reader that the search
+    layer registers in :mod:`.hooks`.
     """
     if isinstance(rule, Program):
         return rule
@@ -46,7 +47,6 @@ def resolve_rule(rule: "str | Program | os.PathLike") -> Program:
         raise TypeError(f"rule must be a name, rule text, a path or a Program, not {type(rule).__name__}")
     if "def " in rule and "(" in rule:
         return parse(rule)
-    from .. import catalog
     if rule in catalog.names():
         return catalog.get(rule)
     if os.path.isfile(rule):
@@ -54,11 +54,10 @@ def resolve_rule(rule: "str | Program | os.PathLike") -> Program:
     if ":" in rule and not os.path.exists(rule):
         db, _, ident = rule.rpartition(":")
         if os.path.isfile(db):
-            try:
-                from ..search.store import load_program  # type: ignore[attr-defined]
-            except ImportError as e:
-                raise DSLError(f"cannot read '{rule}': campaign stores need optdisco.search ({e})") from None
-            return load_program(db, ident)
+            read = hooks.store_reader()
+            if read is None:
+                raise DSLError(f"cannot read '{rule}': campaign stores need optdisco.search")
+            return read(db, ident)
         if db.endswith((".db", ".sqlite", ".sqlite3")):
             raise DSLError(f"cannot read '{rule}': no campaign store at '{db}'")
     return catalog.get(rule)  # raises the catalog's error, with a did-you-mean
@@ -94,14 +93,17 @@ class Optimizer(torch.optim.Optimizer):
     elements in the 8-bit blockwise format of :mod:`optdisco.kernels.quant8` (about 3.9x
     less state memory; read by the "triton" and "eager" backends, and by "auto", which
     takes the interpreter for them on CPU).
-    ``Optimizer(params, learned=PATH, lr=...)`` runs a learned MLP optimizer saved by
-    ``optdisco learn --mlp`` instead (see :mod:`optdisco.search.learned.torch_optimizer`).
+    ``Optimizer(params, learned=PATH, lr=...)`` builds ``optdisco.LearnedOptimizer(params,
+    learned=PATH, lr=...)`` instead, a learned MLP optimizer saved by ``optdisco learn --mlp``;
+    the class comes from :mod:`.hooks`, registered by the layer above.
     """
 
     def __new__(cls, *args: Any, learned: "str | os.PathLike | None" = None, **kwargs: Any):
         if learned is not None and cls is Optimizer:
-            from ..search.learned.torch_optimizer import LearnedOptimizer
-            return super().__new__(LearnedOptimizer)
+            learned_cls = hooks.learned_optimizer()
+            if learned_cls is None:
+                raise TypeError("learned=PATH needs optdisco.search.learned (optdisco.LearnedOptimizer)")
+            return super().__new__(learned_cls)
         return super().__new__(cls)
 
     def __init__(self, params: Iterable, rule: "str | Program | None" = None, lr: float | None = None, *,

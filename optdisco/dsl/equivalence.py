@@ -197,10 +197,10 @@ def counterexample(a: Program, b: Program, *, trials: int = 8, steps: int = 6,
     ``g_t = G_t + K * w_t`` (K = 0 for odd k) with per-element scales 1e-3..10, a learning
     rate in 1e-3..1.
     """
-    for t, (u, v) in enumerate(zip(fingerprint_updates(a), fingerprint_updates(b))):
-        where = _mismatch(torch.from_numpy(u), torch.from_numpy(v), rtol)
+    for t, (u_fp, v_fp) in enumerate(zip(fingerprint_updates(a), fingerprint_updates(b))):
+        where = _mismatch(torch.from_numpy(u_fp), torch.from_numpy(v_fp), rtol)
         if where is not None:
-            return (f"counterexample: fingerprint problem {t // STEPS} (shape {u.shape[1:]}, batch "
+            return (f"counterexample: fingerprint problem {t // STEPS} (shape {u_fp.shape[1:]}, batch "
                     f"entry first), step {STEP_VALUES[t % STEPS]}, update {where}")
     for seed in range(trials):
         with single_threaded():
@@ -224,12 +224,14 @@ def equivalent(a: Program, b: Program, *, seconds: float = 2.0, trials: int = 8,
     """
     a, b = eliminate_dead_code(a), eliminate_dead_code(b)
     verdict, why = None, "sympy could not decide"
+    ca: _Canonical | None
+    cb: _Canonical | None
     try:
         ca, cb = _canonical(a), _canonical(b)
     except Exception as e:  # noqa: BLE001 - a sympy failure must not stop a numeric verdict
         ca = cb = None
         why = f"no sympy form ({type(e).__name__})"
-    if ca is not None:
+    if ca is not None and cb is not None:  # both or neither
         verdict, why = _symbolic(ca, cb, seconds, full=False)
         if verdict is False:
             return Equivalence(False, "symbolic", True, why)
@@ -243,7 +245,7 @@ def equivalent(a: Program, b: Program, *, seconds: float = 2.0, trials: int = 8,
         return Equivalence(False, "numeric", True, cex)
     if verdict:
         return Equivalence(True, "symbolic", True, why)
-    if ca is not None:
+    if ca is not None and cb is not None:
         verdict, why = _symbolic(ca, cb, seconds, full=True)
         if verdict:
             return Equivalence(True, "symbolic", True, why)

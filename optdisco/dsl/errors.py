@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from ..errors import UserError
 
-class DSLError(ValueError):
+
+class DSLError(ValueError, UserError):
     """A rule text that is not a valid program, or a program used wrongly.
 
     ``line`` and ``col`` are 1-based positions in the rule text (``None`` when the

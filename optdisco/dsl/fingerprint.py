@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from .interpreter import cpu_threads, run
-from .ir import Call, Expr, Name, Program
+from .ir import Expr, Name, Program
 
 #: Version of the recipe; bump it when anything below changes (cached hashes go stale).
 VERSION = 1

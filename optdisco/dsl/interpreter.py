@@ -164,7 +164,7 @@ def run(program: Program, w: torch.Tensor, g: torch.Tensor, states: Sequence[tor
     if len(states) != len(program.state_names):
         raise DSLError(f"rule '{program.name}' has {len(program.state_names)} state(s) "
                        f"{list(program.state_names)}, got {len(states)}")
-    hyper = program.hyperparameter_defaults
+    hyper: dict[str, float | torch.Tensor] = dict(program.hyperparameter_defaults)
     if hyperparameters:
         unknown = set(hyperparameters) - set(hyper)
         if unknown:

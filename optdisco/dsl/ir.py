@@ -25,6 +25,7 @@ class Expr:
     """Base of the expression nodes. Nodes are immutable, hashable and compare by structure."""
 
     __slots__ = ("_hash",)
+    _hash: int  # set once in each subclass's __init__ (the nodes are frozen)
 
     def children(self) -> tuple["Expr", ...]:
         return ()
@@ -57,6 +58,7 @@ class Const(Expr):
     """A float literal."""
 
     __slots__ = ("value",)
+    value: float  # declared for the type checker: set once through object.__setattr__ (frozen)
 
     def __init__(self, value: float) -> None:
         value = float(value)
@@ -81,6 +83,7 @@ class Name(Expr):
     """A reference to an input (w, g, a state, a hyperparameter, step, lr) or a temporary."""
 
     __slots__ = ("id",)
+    id: str
 
     def __init__(self, id: str) -> None:
         object.__setattr__(self, "id", id)
@@ -102,6 +105,8 @@ class Call(Expr):
     """An operator or built-in applied to arguments (see :mod:`optdisco.dsl.builtins`)."""
 
     __slots__ = ("fn", "args")
+    fn: str
+    args: tuple[Expr, ...]
 
     def __init__(self, fn: str, args: tuple[Expr, ...]) -> None:
         args = tuple(args)

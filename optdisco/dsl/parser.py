@@ -227,7 +227,8 @@ class _Parser:
             if isinstance(inner.op, ast.USub):
                 sign = -sign
             inner = inner.operand
-        if isinstance(inner, ast.Constant) and type(inner.value) in (int, float):
+        if (isinstance(inner, ast.Constant) and isinstance(inner.value, (int, float))
+                and not isinstance(inner.value, bool)):
             return self.literal(inner, sign * inner.value)
         raise _error(node, f"the default of hyperparameter '{name}' must be a float literal",
                      "e.g. beta=0.9 or eps=1e-8")

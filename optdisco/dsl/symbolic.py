@@ -166,6 +166,7 @@ FALLBACK = {n: sympy.Function(n, real=True) for n in ("gt", "where", "maximum", 
 
 def _ieee(fn: str, args: Sequence[sympy.Expr]) -> sympy.Expr:
     """``fn`` of numbers in float64 as the interpreter computes it (1/0 = oo, sqrt(-1) = nan)."""
+    # the float64 check only; torch is slow to import
     import torch
 
     from .interpreter import TORCH_IMPL  # the interpreter defines the language's numbers

@@ -11,6 +11,11 @@ from .tasks import FACTORIES, SUITES, Task, get_task, suite_tasks
 from .train import Run, RunResult, train
 from .tuning import DEFAULT_LR_GRID, tune
 
+# Importing the held-out suites registers them in the task registry; they live in their own
+# modules (the search never uses them) and import tasks.py, so tasks.py cannot import them.
+from . import heldout as _heldout  # noqa: F401
+from . import heldout_scale as _heldout_scale  # noqa: F401
+
 __all__ = ["WORST_LOG_RATIO", "BEST_LOG_RATIO", "Evaluation", "evaluate", "QUICK_TASKS", "ADAMW",
            "ADAMW_SOURCE", "baseline_program", "baseline_entry", "steps_for", "bootstrap_ci",
            "log_ratio", "mean_fitness", "prob_beats", "solution_properties", "FACTORIES", "SUITES",

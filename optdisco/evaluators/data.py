@@ -31,6 +31,7 @@ class Split:
 @functools.lru_cache(maxsize=None)
 def digits() -> Split:
     """The 8x8 digits: x (n, 64) float32 standardized per pixel, y (n,) int64; 80/20 split."""
+    # optional (the search extra); only this path needs it
     from sklearn.datasets import load_digits
     d = load_digits()
     x = torch.tensor(d.data, dtype=torch.float32)

@@ -21,7 +21,7 @@ import torch
 from ..dsl import Program
 from . import cache
 from .baseline import baseline_program
-from .fitness import (AGGREGATES, WORST_LOG_RATIO, bootstrap_ci, log_ratio, mean_fitness, prob_beats,
+from .fitness import (AGGREGATES, bootstrap_ci, log_ratio, mean_fitness, prob_beats,
                       standardized)
 from .properties import solution_properties
 from .tasks import Task, get_task, suite_tasks

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from . import data as D
 from .layers import conv2d, layer_norm, linear
-from .tasks import Params, Shapes, Supervised, Task, _pool2, default_init, register, suite_tasks
+from .tasks import Params, Shapes, Supervised, Task, pool2, default_init, register, suite_tasks
 
 
 def _gpu(scale: str) -> bool:
@@ -64,7 +64,7 @@ def resnet(params: Params, x: torch.Tensor, shapes: Shapes, side: int) -> torch.
         b = 0
         while f"conv_a.{stage}.{b}" in p:
             if stage > 0 and b == 0:
-                h = _pool2(h)
+                h = pool2(h)
             k = f"{stage}.{b}"
             y = conv2d(torch.relu(_norm2d(h, p[f"g_a.{k}"])), p[f"conv_a.{k}"])
             y = conv2d(torch.relu(_norm2d(y, p[f"g_b.{k}"])), p[f"conv_b.{k}"])

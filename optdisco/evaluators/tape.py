@@ -209,7 +209,7 @@ class FlatTape:
         unpack = lambda names, source: [f"    {', '.join(names)}, = {source}"] if names else []  # noqa: E731
         out = lambda n: f"torch.broadcast_to({full(n)}, w.shape)" if kinds[n] < FULL else n  # noqa: E731
         self.source = "\n".join(
-            [f"def fold(K, dt):"] + unpack(k_names, "K") + fold + [f"    return [{', '.join(f_names)}]", "",
+            ["def fold(K, dt):"] + unpack(k_names, "K") + fold + [f"    return [{', '.join(f_names)}]", "",
              "def step(w, g, states, step, lr, K, F, S, dt):"]
             + unpack([f"s{i}" for i in range(len(program.state_names))], "states")
             + unpack(k_names, "K") + unpack(f_names, "F") + body

@@ -15,12 +15,13 @@ log-ratios finite on tasks whose optimum is exactly zero.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
+from ..errors import UserError
 from . import data as D
 from .layers import (causal_attention, conv1d, conv2d, cross_entropy, fan_in_normal, layer_norm,
                      linear, mse)
@@ -218,7 +219,8 @@ class Supervised(Task):
         return self._loss(params, d.x_val, d.y_val)
 
 
-def _pool2(x: torch.Tensor) -> torch.Tensor:
+def pool2(x: torch.Tensor) -> torch.Tensor:
+    """2x2 average pooling of a batch of ``P`` programs' activations, shape ``(P, N, C, H, W)``."""
     P, N = x.shape[:2]
     y = F.avg_pool2d(x.reshape(P * N, *x.shape[2:]), 2)
     return y.view(P, N, *y.shape[1:])
@@ -240,7 +242,7 @@ def cnn(params: Params, x: torch.Tensor, side: int = 8) -> torch.Tensor:
     n_conv = (len(params) - 2) // 2
     for i in range(n_conv):
         h = torch.relu(conv2d(h, params[2 * i], params[2 * i + 1]))
-    h = _pool2(h)
+    h = pool2(h)
     return linear(h.flatten(2), params[-2], params[-1])
 
 
@@ -379,13 +381,20 @@ def register(name: str, suite: str) -> Callable:
 _BUILT: dict[tuple[str, str, str], Task] = {}
 
 
+class UnknownTask(KeyError, UserError):
+    """A task name that is not a task; the message lists the valid names."""
+
+    def __str__(self) -> str:  # KeyError would print the repr of the message
+        return str(self.args[0])
+
+
 def get_task(name: str, scale: str = "cpu", device: str = "cpu") -> Task:
     """The task called ``name`` at ``scale`` ("cpu" or "gpu"), training on ``device``.
 
     Raises KeyError with the valid names for an unknown task.
     """
     if name not in FACTORIES:
-        raise KeyError(f"unknown task '{name}'; tasks: {', '.join(FACTORIES)}")
+        raise UnknownTask(f"unknown task '{name}'; tasks: {', '.join(FACTORIES)}")
     if scale not in ("cpu", "gpu"):
         raise ValueError(f"scale must be 'cpu' or 'gpu', not {scale!r}")
     key = (name, scale, str(device))
@@ -461,8 +470,3 @@ def _autoencoder(scale: str) -> Task:
     return Supervised("autoencoder", "tanh autoencoder 64-32-8-32-64 on 8x8 digits", steps=150,
                       batch_size=64, shapes=mlp_shapes([64, 32, 8, 32, 64]), dataset=D.digits,
                       model=lambda p, x: mlp(p, x, torch.tanh), loss="ae")
-
-
-# Importing the held-out suite registers it (it lives in its own module: the search never uses it).
-from . import heldout as _heldout  # noqa: E402,F401
-from . import heldout_scale as _heldout_scale  # noqa: E402,F401

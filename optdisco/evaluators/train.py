@@ -23,7 +23,7 @@ import math
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -32,7 +32,7 @@ from ..dsl import Program
 from ..dsl.interpreter import cpu_threads
 from . import workers
 from .tape import flat_layout, make_step
-from .tasks import Task
+from .tasks import Task, get_task
 
 EXPLODE = 100.0
 #: One core by default: the search runs one worker per core. More cores train different
@@ -130,11 +130,18 @@ def train(task: Task, programs: Sequence[Program], runs: Sequence[Run], *, steps
     return results  # type: ignore[return-value]
 
 
+def train_in_worker(ref: tuple[str, str, str], programs: Sequence[Program], runs: Sequence[Run],
+                    kwargs: dict) -> list[RunResult]:
+    """Runs in a worker process: :func:`_train` of the registered task ``ref`` on one torch thread."""
+    with cpu_threads(1):
+        return _train(get_task(*ref), programs, runs, **kwargs)
+
+
 def _train_in_processes(task: Task, ref: tuple[str, str, str], programs: Sequence[Program], runs: Sequence[Run],
                         parts: list[list[int]], kwargs: dict) -> list[list[RunResult]]:
     """All groups but the first in worker processes (:mod:`.workers`; ``ref`` rebuilds the
     task there), the first here."""
-    futures = [workers.submit(len(parts) - 1, ref, programs, [runs[i] for i in part], kwargs)
+    futures = [workers.submit(len(parts) - 1, train_in_worker, ref, programs, [runs[i] for i in part], kwargs)
                for part in parts[1:]]
     with cpu_threads(1):
         out = [_train(task, programs, [runs[i] for i in parts[0]], **kwargs)]

@@ -359,6 +359,7 @@ def validate(contenders: Sequence[Contender], tasks: Sequence[str], settings: Se
     ``missing`` and left out). ``on_unit(key, unit)`` is called after each training is
     stored. Progress is shown with rich on ``console`` unless ``progress`` is False.
     """
+    # the live display only; rich is slow to import
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     everyone = _unique([*(baselines(settings.backend) if with_baselines else []), *contenders])

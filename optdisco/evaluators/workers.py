@@ -15,7 +15,7 @@ from __future__ import annotations
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -58,23 +58,18 @@ def task_ref(task) -> tuple[str, str, str] | None:
     return None
 
 
-def submit(size: int, ref: tuple[str, str, str], programs: Sequence[Any], runs: Sequence[Any], kwargs: dict):
-    """:func:`train_in_worker` queued on the pool (restarted once if a worker had died)."""
+def submit(size: int, fn: Callable[..., Any], ref: tuple[str, str, str], programs: Sequence[Any],
+           runs: Sequence[Any], kwargs: dict):
+    """``fn(ref, programs, runs, kwargs)`` queued on the pool (restarted once if a worker had died).
+
+    ``fn`` is :func:`optdisco.evaluators.train.train_in_worker`; the caller passes it so that
+    this module does not import the trainer that imports it.
+    """
     try:
-        return pool(size).submit(train_in_worker, ref, programs, runs, kwargs)
+        return pool(size).submit(fn, ref, programs, runs, kwargs)
     except BrokenProcessPool:
         reset()
-        return pool(size).submit(train_in_worker, ref, programs, runs, kwargs)
+        return pool(size).submit(fn, ref, programs, runs, kwargs)
 
 
-def train_in_worker(ref: tuple[str, str, str], programs: Sequence[Any], runs: Sequence[Any],
-                    kwargs: dict) -> list:
-    """Runs in a worker: :func:`optdisco.evaluators.train._train` on one torch thread."""
-    from ..dsl.interpreter import cpu_threads
-    from .tasks import get_task
-    from .train import _train
-    with cpu_threads(1):
-        return _train(get_task(*ref), programs, runs, **kwargs)
-
-
-__all__ = ["BrokenProcessPool", "pool", "reset", "submit", "task_ref", "train_in_worker"]
+__all__ = ["BrokenProcessPool", "pool", "reset", "submit", "task_ref"]

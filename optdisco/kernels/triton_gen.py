@@ -151,7 +151,7 @@ def generate(plan: Plan, *, w_dtype: str, g_dtype: str, compute_dtype: str,
             "        mask = tl.full([BLOCK], 1, tl.int1)",
             "    flat = tl.load(chunks + c * 4 + 3) + offs  # index in the group's flat space",
             f"    zero = tl.zeros([BLOCK], dtype={cdt})",
-            f"    row = scal + N_HYPER + t * ROW",
+            "    row = scal + N_HYPER + t * ROW",
         ]
         names: dict[int, str] = {}
         loaded = {op.fn for op in ops if op.kind == "input" and op.fn in lay.ptr_cols}

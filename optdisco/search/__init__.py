@@ -9,7 +9,6 @@
 - :mod:`.store`: the campaign store; :func:`.store.load_program` resolves ``DB:ID``.
 - :mod:`.campaign`: the asynchronous steady-state driver (search, simplify, funnel).
 - :mod:`.simplify`, :mod:`.funnel`, :mod:`.leaderboard`, :mod:`.report`, :mod:`.found`.
-- :mod:`.cli_support`: what ``optdisco search`` and ``optdisco report`` call.
 
 Heavy dependencies (ray, matplotlib, sympy) are imported where they are used.
 """

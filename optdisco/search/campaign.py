@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import tomllib
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, Sequence
 
@@ -25,35 +26,39 @@ from ..dsl import parse
 from ..dsl.ir import Program
 from . import config as config_mod
 from .cache import fingerprint, settings_key
+from .config import search_settings
 from .evolution import Evolution
 from .executors import BatchFailure
 from .fitness import WORST
 from .prefilter import screen
-from .store import ProgramRow, Store
+from .store import ProgramRow, Store, StoreError
 
 
 FUNNEL_TIME_FACTOR = 10
 
 
-def search_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """The evaluation settings of the search phase (what its cache key is made of)."""
-    f = cfg["fitness"]
-    out = {"evaluator": f["evaluator"], "suite": f["suite"], "tasks": list(f["tasks"]),
-           "seeds": f["seeds"], "budget": f["budget"]}
-    if f.get("aggregate", "mean") != "mean":  # only then: stores made before the key keep their cache keys
-        out["aggregate"] = f["aggregate"]
-    return out
+def _write_config(store: Store, cfg: Mapping[str, Any]) -> None:
+    """The campaign's config in the store, as TOML (what resume reads) and as JSON (for reports)."""
+    store.set_meta("config", config_mod.dumps(cfg))
+    store.set_meta("config_json", json.dumps(cfg))
 
 
-def stage_settings(cfg: Mapping[str, Any], stage: Mapping[str, Any]) -> dict[str, Any]:
-    """A funnel stage's settings: the search settings with the stage's changes."""
-    out = search_settings(cfg)
-    for k in ("suite", "tasks", "seeds", "budget"):
-        if k in stage:
-            out[k] = list(stage[k]) if k == "tasks" else stage[k]
-    if "suite" in stage and "tasks" not in stage:
-        out["tasks"] = []  # another suite: its own tasks
-    return out
+def stored_config(store: Store) -> dict[str, Any]:
+    """The validated config of the campaign in ``store``; StoreError if it holds no campaign."""
+    text = store.get_meta("config")
+    if text is None:
+        raise StoreError(f"{store.path} is not a campaign store (no config)")
+    return config_mod.validate(tomllib.loads(text))
+
+
+def update_config(store: Store, cfg: Mapping[str, Any], budget_changed: bool) -> None:
+    """Store a resumed campaign's changed config; a changed budget above what was proposed
+    reopens the search phase (so the campaign proposes the extra candidates)."""
+    with store.transaction():
+        _write_config(store, cfg)
+        if budget_changed and store.get_meta("phase") != "search" and \
+                store.counts()["proposed"] < cfg["budget"]:
+            store.set_meta("phase", "search")
 
 
 def screen_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -130,8 +135,7 @@ class Campaign:
         stored = store.get_meta("config")
         if stored is None:
             with store.transaction():
-                store.set_meta("config", config_mod.dumps(self.cfg))
-                store.set_meta("config_json", json.dumps(self.cfg))
+                _write_config(store, self.cfg)
                 store.set_meta("phase", "search")
                 store.set_meta("created", str(time.time()))
                 if warm_start is not None:  # the catalog keeps its paper notes; lineage shows the code
@@ -187,16 +191,14 @@ class Campaign:
         pr.done, pr.hits, pr.failed, pr.trained = c["done"], c["hits"], c["failed"], c["trained"]
         if pr.trained_at_start < 0:
             pr.trained_at_start = pr.trained
-        row = self.store.db.execute(
-            "SELECT id, source, fitness FROM programs WHERE phase = 'search' AND seq IS NOT NULL "
-            "ORDER BY fitness DESC, seq LIMIT 1").fetchone()
+        row = self.store.best_search_program()
         if row is not None:
-            pr.best_fitness, pr.best_id, pr.best_source = row["fitness"], row["id"], row["source"]
+            pr.best_fitness, pr.best_id, pr.best_source = row.fitness, row.id, row.source
         self.on_progress(pr)
 
     # -- the search loop --------------------------------------------------------------------
     def _search_rows(self) -> list[ProgramRow]:
-        return self.store.programs("phase = 'search'")
+        return self.store.search_programs()
 
     def _propose_due(self, history: list[ProgramRow], n_generated: int) -> int:
         """Propose every candidate that the results so far unlock; returns the new count."""
@@ -231,7 +233,7 @@ class Campaign:
         for waiting, stage, skey, queued in (
                 ("pending", "search", self.settings_key, "queued"),
                 ("screening", "screen", settings_key(self.screen_settings), "screen_queued")):
-            pending = [r.id for r in self.store.programs("phase = 'search' AND status = ?", (waiting,))]
+            pending = [r.id for r in self.store.search_programs([waiting])]
             while pending and (len(pending) >= self.batch_size or final
                                or len(self._batches) + len(new) < self.executor.workers):
                 chunk, pending = pending[:self.batch_size], pending[self.batch_size:]
@@ -263,7 +265,7 @@ class Campaign:
         self.store.complete(pid, WORST, "screened_out")
         if history is not None:
             history.append(self.store.program(pid))
-        for w in self.store.programs("cache_of = ? AND status = 'waiting'", (pid,)):
+        for w in self.store.waiting_on(pid):
             self.store.complete(w.id, WORST, "cached")
             if history is not None:
                 history.append(self.store.program(w.id))
@@ -293,7 +295,7 @@ class Campaign:
                 self.store.complete(pid, float(r["fitness"]), status)
                 if history is not None:
                     history.append(self.store.program(pid))
-                for w in self.store.programs("cache_of = ? AND status = 'waiting'", (pid,)):
+                for w in self.store.waiting_on(pid):
                     self.store.complete(w.id, float(r["fitness"]), "cached")
                     if history is not None:
                         history.append(self.store.program(w.id))
@@ -302,8 +304,8 @@ class Campaign:
         return True
 
     def _submit_new(self, bid: int) -> None:
-        row = self.store.db.execute("SELECT stage, programs FROM batches WHERE id = ?", (bid,)).fetchone()
-        self._submit(bid, row["stage"], json.loads(row["programs"]), self._stage_settings(row["stage"]), 1)
+        stage = self.store.batch_stage(bid)
+        self._submit(bid, stage, self.store.batch_programs(bid), self._stage_settings(stage), 1)
 
     def search(self) -> None:
         """The steady-state loop, from wherever the store stands, until the budget is done."""
@@ -326,8 +328,7 @@ class Campaign:
                     self._submit_new(bid)
             self._refresh_progress()
             if not self._batches:
-                waiting = self.store.programs(
-                    "phase = 'search' AND status IN ('pending', 'waiting', 'screening')")
+                waiting = self.store.search_programs(["pending", "waiting", "screening"])
                 if final and not waiting:
                     break
                 if not waiting:
@@ -364,11 +365,9 @@ class Campaign:
             for p, parent in zip(programs, parents):
                 fp = fingerprint(p)
                 known = self.store.cached_evaluation(fp, skey)
-                same = self.store.db.execute(  # one row per behaviour: lineage stays in one place
-                    "SELECT id FROM programs WHERE fingerprint = ? AND cache_of IS NULL ORDER BY id LIMIT 1",
-                    (fp,)).fetchone()
+                same = self.store.original_of(fp)  # one row per behaviour: lineage stays in one place
                 if same is not None:
-                    pid = same["id"]
+                    pid = same
                 else:
                     pid = self.store.add_program(p, fp, parent=parent, mutation=mutation, arm=arm,
                                                  phase=arm, status="pending")
@@ -399,9 +398,7 @@ class Campaign:
     # -- after the search ---------------------------------------------------------------------
     def top(self, k: int) -> list[ProgramRow]:
         """The ``k`` best distinct programs of the search (by fitness; cache hits folded)."""
-        rows = self.store.programs("phase = 'search' AND seq IS NOT NULL AND cache_of IS NULL "
-                                   "AND status = 'done'", order="fitness DESC, seq")
-        return rows[:k]
+        return self.store.top_programs(k)
 
     def run(self) -> list[int]:
         """Search, simplify the best, funnel them; returns the ids of the programs found."""

@@ -42,6 +42,7 @@ import numpy as np
 import sympy
 import torch
 
+from ..discovered import catalog
 from ..dsl.equivalence import equivalent
 from ..dsl.fingerprint import eliminate_dead_code, single_threaded
 from ..dsl.interpreter import run
@@ -244,7 +245,6 @@ def _same_skeleton(a: Program, b: Program) -> bool:
 
 def known_rules() -> dict[str, Program]:
     """The known (published) catalog rules, by name."""
-    from .. import catalog
     return {e.name: catalog.get(e.name) for e in catalog.entries() if e.origin == "known"}
 
 
@@ -371,7 +371,6 @@ def envelope_comparison(candidate: Mapping[str, Sequence[float]],
 
 def envelope_programs(names: Iterable[str] = ENVELOPE_RULES) -> dict[str, Program]:
     """The envelope's catalog rules as Programs (those the catalog has)."""
-    from .. import catalog
     have = set(catalog.names())
     return {n: catalog.get(n) for n in names if n in have}
 

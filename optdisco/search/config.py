@@ -14,10 +14,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
 
+from ..errors import UserError
 from .macro import MACROS
 
 
-class ConfigError(ValueError):
+
+class ConfigError(ValueError, UserError):
     """A campaign setting that does not exist or has a bad value."""
 
 
@@ -281,3 +283,24 @@ def dumps(cfg: Mapping[str, Any]) -> str:
             lines.append(f"\n[{k}]")
             lines.extend(f"{kk} = {value(vv)}" for kk, vv in v.items())
     return "\n".join(lines) + "\n"
+
+
+def search_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The evaluation settings of the search phase (what its cache key is made of)."""
+    f = cfg["fitness"]
+    out = {"evaluator": f["evaluator"], "suite": f["suite"], "tasks": list(f["tasks"]),
+           "seeds": f["seeds"], "budget": f["budget"]}
+    if f.get("aggregate", "mean") != "mean":  # only then: stores made before the key keep their cache keys
+        out["aggregate"] = f["aggregate"]
+    return out
+
+
+def stage_settings(cfg: Mapping[str, Any], stage: Mapping[str, Any]) -> dict[str, Any]:
+    """A funnel stage's settings: the search settings with the stage's changes."""
+    out = search_settings(cfg)
+    for k in ("suite", "tasks", "seeds", "budget"):
+        if k in stage:
+            out[k] = list(stage[k]) if k == "tasks" else stage[k]
+    if "suite" in stage and "tasks" not in stage:
+        out["tasks"] = []  # another suite: its own tasks
+    return out

@@ -37,6 +37,11 @@ class Proposal:
     arm: str  # "evolution" or "random"
 
 
+#: Subclasses chosen by a config switch, by switch name; the subclass registers itself
+#: (``optdisco.search.learned.surrogate`` adds "surrogate"), so this module never imports it.
+VARIANTS: dict[str, type["Evolution"]] = {}
+
+
 @dataclass
 class Evolution:
     """Regularized evolution with a random-search arm; see the module docstring."""
@@ -53,8 +58,10 @@ class Evolution:
     @classmethod
     def from_config(cls, cfg: dict, warm_start: Program | None) -> "Evolution":
         if cfg.get("surrogate") and cls is Evolution:  # rank children with a learned predictor
-            from .learned.surrogate import SurrogateEvolution
-            return SurrogateEvolution.from_config(cfg, warm_start)
+            variant = VARIANTS.get("surrogate")
+            if variant is None:
+                raise ValueError("surrogate = true needs optdisco.search.learned.surrogate imported")
+            return variant.from_config(cfg, warm_start)
         ev = cfg["evolution"]
         return cls(seed=cfg["seed"], space=Space.from_config(cfg), population=ev["population"],
                    tournament=ev["tournament"], max_mutations=ev["max_mutations"],

@@ -63,6 +63,7 @@ def init_ray(address: str = "", workers: int = 0) -> int:
     """
     import os
 
+    # optional (the search extra); only Ray runs need it
     import ray
     if not ray.is_initialized():
         if address:
@@ -85,6 +86,7 @@ class RayExecutor:
 
     def __init__(self, fitness: str | FitnessFn = "proxy", *, workers: int | None = None,
                  time_limit: float = 0.0) -> None:
+        # optional (the search extra); only Ray runs need it
         import ray
         self.ray = ray
         self.fitness = fitness

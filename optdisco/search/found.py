@@ -53,8 +53,7 @@ def found_rules(db: str | Path) -> list[dict]:
         funnel = json.loads(store.get_meta("funnel") or "[]")
         cfg = json.loads(store.get_meta("config_json") or "{}")
         simplified = {}
-        for (value,) in store.db.execute("SELECT value FROM meta WHERE key LIKE 'simplified:%'"):
-            info = json.loads(value)
+        for info in store.simplified():
             simplified[info["id"]] = info["source"]
         out = []
         for pid in found:

@@ -13,30 +13,19 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ..discovered import catalog
 from ..dsl import parse
 from ..dsl.ir import Program
 from .cache import fingerprint
 from .classify import classify, envelope_comparison, envelope_programs, is_discovery
-from .fitness import ADAMW_TEXT
+from .config import stage_settings
 
-LION_TEXT = """def lion(w, g, m, *, beta1=0.9, beta2=0.99, wd=0.0):
-    c = interp(g, m, beta1)
-    m = interp(g, m, beta2)
-    return sign(c) + wd * w, m
-"""
 REFERENCES = ("adamw", "lion")
 
 
 def reference_programs() -> dict[str, Program]:
-    """AdamW and Lion from the catalog (or their standard texts when the catalog lacks them)."""
-    out = {}
-    for name, text in (("adamw", ADAMW_TEXT), ("lion", LION_TEXT)):
-        try:
-            from .. import catalog  # type: ignore[attr-defined]
-            out[name] = catalog.get(name)
-        except Exception:  # noqa: BLE001 - no catalog yet: the paper's rule as text
-            out[name] = parse(text)
-    return out
+    """AdamW and Lion as the catalog has them (``adamw.rule``, ``lion.rule``)."""
+    return {name: catalog.get(name) for name in REFERENCES}
 
 
 def entrants(campaign) -> list[tuple[int, Program]]:
@@ -45,8 +34,7 @@ def entrants(campaign) -> list[tuple[int, Program]]:
     store = campaign.store
     chosen: list[tuple[int, Program]] = []
     seen: set[str] = set()
-    for key, value in store.db.execute("SELECT key, value FROM meta WHERE key LIKE 'simplified:%' ORDER BY key"):
-        info = json.loads(value)
+    for info in store.simplified(by_key=True):
         p = parse(info["source"])
         if info["fitness"] >= cfg["threshold"] and fingerprint(p) not in seen:
             seen.add(fingerprint(p))
@@ -62,7 +50,6 @@ def entrants(campaign) -> list[tuple[int, Program]]:
 
 def run_funnel(campaign) -> list[int]:
     """Run every stage; returns the ids of the rules that held up in all of them."""
-    from .campaign import stage_settings
     cfg = campaign.cfg["funnel"]
     alive = entrants(campaign)
     refs = reference_programs()

@@ -7,7 +7,6 @@ from typing import Any
 
 from ..dsl import parse
 from ..dsl.ir import Program
-from ..dsl.printer import expr_source
 from .classify import stored_class
 from .store import Store
 
@@ -33,32 +32,26 @@ def _inline(p: Program, name: str, value: float) -> Program:
 
 def math_text(p: Program) -> str:
     """The rule as equations over its inputs: ``u = ...`` then ``s' = ...`` per state (sympy's
-    simplified form where the language provides it, else temporaries substituted)."""
-    try:
-        from ..dsl.symbolic import simplify_bounded, to_sympy
-        import sympy
-        # hyperparameters at their defaults, so the math shows the numbers the search chose
-        q = p
-        for name, value in p.hyperparameters:
-            q = _inline(q, name, value)
-        rule = to_sympy(q)
+    simplified form)."""
+    import sympy  # slow to import; only the math column needs it
 
-        def short(e):  # decimals read better than sympy's exact rationals (1687/4000)
-            return str(e.xreplace({r: sympy.Float(r, 4) for r in e.atoms(sympy.Rational) if not r.is_Integer}))
+    from ..dsl.symbolic import simplify_bounded, to_sympy
+    # hyperparameters at their defaults, so the math shows the numbers the search chose
+    q = p
+    for name, value in p.hyperparameters:
+        q = _inline(q, name, value)
+    rule = to_sympy(q)
 
-        def best(e):
-            # simplification over common denominators can turn 0.29 g + 0.71 m into
-            # 3e9 (2919 g + 7081 m) / ...; keep whichever form is shorter
-            return min(short(simplify_bounded(e, 1.0)), short(e), key=len)
+    def short(e):  # decimals read better than sympy's exact rationals (1687/4000)
+        return str(e.xreplace({r: sympy.Float(r, 4) for r in e.atoms(sympy.Rational) if not r.is_Integer}))
 
-        parts = [f"u = {best(rule.update)}"] + [f"{s}' = {best(e)}" for s, e in rule.states.items()]
-        del sympy
-        return "; ".join(parts)
-    except Exception:  # noqa: BLE001 - no sympy bridge (yet): show the resolved expressions
-        update, states = p.outputs()
-        parts = [f"u = {expr_source(update)}"]
-        parts += [f"{s}' = {expr_source(e)}" for s, e in zip(p.state_names, states)]
-        return "; ".join(parts)
+    def best(e):
+        # simplification over common denominators can turn 0.29 g + 0.71 m into
+        # 3e9 (2919 g + 7081 m) / ...; keep whichever form is shorter
+        return min(short(simplify_bounded(e, 1.0)), short(e), key=len)
+
+    parts = [f"u = {best(rule.update)}"] + [f"{s}' = {best(e)}" for s, e in rule.states.items()]
+    return "; ".join(parts)
 
 
 def rows(store: Store, k: int = 10) -> list[dict[str, Any]]:
@@ -68,8 +61,7 @@ def rows(store: Store, k: int = 10) -> list[dict[str, Any]]:
     found = set(json.loads(store.get_meta("found") or "[]"))
     funnel = json.loads(store.get_meta("funnel") or "[]")
     simplified = {}
-    for _, value in store.db.execute("SELECT key, value FROM meta WHERE key LIKE 'simplified:%'"):
-        info = json.loads(value)
+    for info in store.simplified():
         simplified[info["id"]] = info
     stage_fit: dict[int, dict[str, float]] = {}
     for stage in funnel:
@@ -77,8 +69,7 @@ def rows(store: Store, k: int = 10) -> list[dict[str, Any]]:
             if not r["reference"]:
                 stage_fit.setdefault(r["id"], {})[stage["stage"]] = r["fitness"]
     ids: list[int] = [i for i in simplified] + [i for i in stage_fit if i not in simplified]
-    for r in store.programs("phase = 'search' AND cache_of IS NULL AND seq IS NOT NULL AND status = 'done'",
-                            order="fitness DESC, seq"):
+    for r in store.top_programs():
         if len(ids) >= k * 3:
             break
         ids.append(r.id)
@@ -147,6 +138,7 @@ def rich_table(store: Store, k: int = 8):
     """The leaderboard for a terminal: a table of the numbers, then each rule's math on its
     own full-width line (a formula squeezed into a column of a 9-column table in an
     80-column terminal is unreadable)."""
+    # the live display only; rich is slow to import
     from rich.console import Group
     from rich.table import Table
     stages = [s["stage"] for s in json.loads(store.get_meta("funnel") or "[]")]

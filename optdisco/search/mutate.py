@@ -17,6 +17,7 @@ import numpy as np
 
 from ..dsl import DSLError, parse
 from ..dsl.builtins import BUILTINS
+from ..dsl.generate import random_program as generate
 from ..dsl.ir import READ_ONLY_NAMES, TENSOR_INPUTS, Assign, Call, Const, Expr, Name, Program
 
 
@@ -369,20 +370,16 @@ SEED_RULE = "def rule(w, g):\n    return g\n"
 def random_program(rng: np.random.Generator, space: Space, name: str = "rule") -> Program:
     """A random valid program of the space: plain SGD grown by random insertions and states.
 
-    Uses ``optdisco.dsl.generate.random_program`` when the language provides it.
+    Draws with ``optdisco.dsl.generate.random_program``; after 20 draws outside the space,
+    grows plain SGD instead.
     """
-    try:
-        from ..dsl.generate import random_program as generate  # type: ignore[attr-defined]
-    except ImportError:
-        generate = None
-    if generate is not None:
-        for _ in range(20):
-            try:
-                q = checked(generate(rng, max_statements=space.max_statements,
-                                     max_states=space.max_states), space)
-                return replace(q, name=name, docstring=None)
-            except (Redraw, TypeError):
-                continue
+    for _ in range(20):
+        try:
+            q = checked(generate(rng, max_statements=space.max_statements,
+                                 max_states=space.max_states), space)
+            return replace(q, name=name, docstring=None)
+        except (Redraw, TypeError):
+            continue
     p = replace(parse(SEED_RULE), name=name)
     growth = ["insert_statement"] * int(rng.integers(1, max(2, space.max_statements // 2 + 1)))
     growth += ["add_state"] * int(rng.integers(0, space.max_states + 1))

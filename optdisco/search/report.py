@@ -16,6 +16,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from .classify import stored_class
 from .leaderboard import rejections_text, references, rows
 from .store import Store
 
@@ -23,15 +24,17 @@ from .store import Store
 def _png(fig) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    # optional (the search extra); only the plots need it
     import matplotlib.pyplot as plt
     plt.close(fig)
     return f'<img class="plot" alt="plot" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}"/>'
 
 
 def _plt():
+    # optional (the search extra); only the plots need it
     import matplotlib
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after use("Agg"), which must come first
     return plt
 
 
@@ -72,9 +75,9 @@ def pareto(points: list[tuple[int, float]]) -> list[tuple[int, float]]:
 
 def plot_pareto(store: Store) -> str:
     plt = _plt()
+    # only this plot needs it
     import numpy as np
-    pts = [(r.n_states, r.fitness) for r in store.programs(
-        "phase = 'search' AND cache_of IS NULL AND status = 'done' AND fitness IS NOT NULL")]
+    pts = [(r.n_states, r.fitness) for r in store.scored_search_programs()]
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
     if pts:
         rng = np.random.default_rng(0)
@@ -197,7 +200,7 @@ def write_report(db: str | Path, out: str | Path) -> Path:
         lb = rows(store, 10)
         found = json.loads(store.get_meta("found") or "[]")
         winners = found or [r["id"] for r in lb[:3]]
-        secs = store.db.execute("SELECT SUM(seconds), COUNT(*) FROM evaluations").fetchone()
+        secs = store.evaluation_seconds()
         hit = c["hits"] / c["done"] if c["done"] else 0.0
         parts = [
             "<!doctype html><html><head><meta charset='utf-8'><title>optdisco campaign</title>",
@@ -229,7 +232,6 @@ def write_report(db: str | Path, out: str | Path) -> Path:
 def _found_html(store: Store, found: list[int]) -> str:
     """Per found rule: its class (rediscovered X / variant of X / new structure, discovery or
     not) and, per funnel stage that compared it, its fitness against the catalog envelope."""
-    from .classify import stored_class
     funnel = json.loads(store.get_meta("funnel") or "[]")
     items = []
     for pid in found:

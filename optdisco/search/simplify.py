@@ -91,6 +91,7 @@ class _NotExpressible(Exception):
 
 def _from_sympy(e, inputs: set[str]) -> Expr:
     """A sympy expression (as :mod:`optdisco.dsl.symbolic` builds them) back in the IR."""
+    # slow to import; only this step needs it
     import sympy
     if isinstance(e, sympy.Symbol):
         if e.name not in inputs:
@@ -220,10 +221,7 @@ SYMPY_SECONDS = 30.0
 def sympy_simplified(p: Program) -> Program | None:
     """``p`` rewritten from sympy's simplification of it, when the result computes the same
     updates (equal fingerprints) and is smaller; else None."""
-    try:
-        from ..dsl.symbolic import simplified
-    except ImportError:
-        return None
+    from ..dsl.symbolic import simplified  # sympy is slow to import; only this step needs it
     # sympy's time limit is a safety net only: a result that depended on the machine's load
     # would make campaigns irreproducible, so large rules are skipped by size instead
     if _size(p) > SYMPY_MAX_NODES:

@@ -24,6 +24,7 @@ from typing import Any, Sequence
 
 from ..dsl import DSLError, parse
 from ..dsl.ir import Program
+from ..errors import UserError
 
 SCHEMA_VERSION = 2
 
@@ -99,7 +100,7 @@ CREATE TABLE IF NOT EXISTS hurdles (
 """
 
 
-class StoreError(RuntimeError):
+class StoreError(RuntimeError, UserError):
     """A store that cannot be opened as a campaign (missing, another schema, not a campaign)."""
 
 
@@ -322,6 +323,69 @@ class Store:
             q, args = q + " WHERE program = ?", (pid,)
         return [dict(r, settings=json.loads(r["settings"]), summary=json.loads(r["summary"]))
                 for r in self.db.execute(q + " ORDER BY id", args)]
+
+    # -- named queries used by the campaign, funnel, leaderboard and report -----------------
+    def simplified(self, *, by_key: bool = False) -> list[dict[str, Any]]:
+        """The simplified rules the campaign stored (meta keys ``simplified:<id>``), decoded: each a
+        dict with at least ``id``, ``source`` and ``fitness``. In the order they were stored, or with
+        ``by_key`` in text order of the key (``simplified:12`` before ``simplified:3``), the order
+        the funnel has always taken its entrants in."""
+        q = "SELECT value FROM meta WHERE key LIKE 'simplified:%'" + (" ORDER BY key" if by_key else "")
+        return [json.loads(r["value"]) for r in self.db.execute(q)]
+
+    def best_search_program(self) -> ProgramRow | None:
+        """The completed search-phase program of highest fitness (earliest ``seq`` on ties), or None."""
+        row = self.db.execute("SELECT * FROM programs WHERE phase = 'search' AND seq IS NOT NULL "
+                              "ORDER BY fitness DESC, seq LIMIT 1").fetchone()
+        return ProgramRow(**dict(row)) if row is not None else None
+
+    def top_programs(self, n: int | None = None) -> list[ProgramRow]:
+        """The best ``n`` (all if None) distinct search programs that finished ``done``: cache
+        hits (``cache_of`` set) folded into their original, ordered by fitness descending, then seq."""
+        rows = [ProgramRow(**dict(r)) for r in self.db.execute(
+            "SELECT * FROM programs WHERE phase = 'search' AND seq IS NOT NULL AND cache_of IS NULL "
+            "AND status = 'done' ORDER BY fitness DESC, seq")]
+        return rows if n is None else rows[:n]
+
+    def scored_search_programs(self) -> list[ProgramRow]:
+        """Distinct search programs that finished ``done`` with a fitness, in id order (the
+        states-vs-fitness scatter of the report)."""
+        return [ProgramRow(**dict(r)) for r in self.db.execute(
+            "SELECT * FROM programs WHERE phase = 'search' AND cache_of IS NULL AND status = 'done' "
+            "AND fitness IS NOT NULL ORDER BY id")]
+
+    def search_programs(self, statuses: Sequence[str] | None = None) -> list[ProgramRow]:
+        """Search-phase programs (those whose status is in ``statuses``, or all), in id order."""
+        q, args = "SELECT * FROM programs WHERE phase = 'search'", ()
+        if statuses is not None:
+            q += f" AND status IN ({','.join('?' * len(statuses))})"
+            args = tuple(statuses)
+        return [ProgramRow(**dict(r)) for r in self.db.execute(q + " ORDER BY id", args)]
+
+    def waiting_on(self, pid: int) -> list[ProgramRow]:
+        """Programs waiting for the result of ``pid`` (cache hits on a running evaluation), id order."""
+        return [ProgramRow(**dict(r)) for r in self.db.execute(
+            "SELECT * FROM programs WHERE cache_of = ? AND status = 'waiting' ORDER BY id", (pid,))]
+
+    def original_of(self, fingerprint: str) -> int | None:
+        """Id of the first program with ``fingerprint`` that is not itself a cache hit, or None."""
+        row = self.db.execute("SELECT id FROM programs WHERE fingerprint = ? AND cache_of IS NULL "
+                              "ORDER BY id LIMIT 1", (fingerprint,)).fetchone()
+        return None if row is None else int(row["id"])
+
+    def batch_programs(self, bid: int) -> list[int]:
+        """The program ids of batch ``bid``, in the order they were batched."""
+        return [int(i) for i in json.loads(
+            self.db.execute("SELECT programs FROM batches WHERE id = ?", (bid,)).fetchone()[0])]
+
+    def batch_stage(self, bid: int) -> str:
+        """The stage batch ``bid`` was formed for ("search", "screen", or a funnel stage)."""
+        return str(self.db.execute("SELECT stage FROM batches WHERE id = ?", (bid,)).fetchone()[0])
+
+    def evaluation_seconds(self) -> tuple[float, int]:
+        """Total training seconds over all stored evaluations and their number: (sum, count)."""
+        total, count = self.db.execute("SELECT SUM(seconds), COUNT(*) FROM evaluations").fetchone()
+        return (float(total or 0.0), int(count))
 
     # -- summaries --------------------------------------------------------------------------
     def counts(self) -> dict[str, int]:

@@ -6,9 +6,11 @@ result is written back where the rule came from:
 
 * ``DB:ID``: a row of the store's ``validations`` table (settings, per-task summary,
   report path);
-* a found rule (``Origin: found``: a catalog ``found/*.rule`` file, or a found-rule file
-  given by path): a ``Validation<Scale>:`` line in its docstring, which the catalog
-  loads as metadata (so ``optdisco show`` prints it), replaced on each validation.
+* a catalog found rule (``found/*.rule`` in the package): a ``Validation<Scale>`` fact in
+  the user data directory (:mod:`optdisco.userdata`), which ``optdisco show`` merges in;
+  the package itself is never written;
+* a found-rule file given by path (the user's own file): a ``Validation<Scale>:`` line in
+  its docstring, replaced on each validation.
 """
 
 from __future__ import annotations
@@ -18,14 +20,25 @@ import math
 import os
 import time
 from dataclasses import asdict, dataclass, replace
-from importlib import resources
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
-from ..evaluators.validate import Contender, Settings, Validation, rule_contender, validate
+from ..errors import UserError
+from ..evaluators.validate import (
+    Contender,
+    Settings,
+    Validation,
+    rule_contender,
+    validate,
+)
+from ..userdata import record_rule_fact
 from .store import Store, StoreError
+
+
+class ValidateError(ValueError, UserError):
+    """A RULE argument or setting of ``optdisco validate`` that names nothing or cannot run here."""
 
 
 @dataclass
@@ -36,6 +49,8 @@ class Target:
     db: Path | None = None
     pid: int | None = None
     found_file: Path | None = None
+    #: A catalog rule's name: its validation goes to the user data directory, never the package.
+    catalog_rule: str | None = None
 
 
 def learned_contender(path: str | os.PathLike, origin: str | None = None) -> Contender:
@@ -52,11 +67,6 @@ def learned_contender(path: str | os.PathLike, origin: str | None = None) -> Con
                      origin or f"learned:{path}")
 
 
-def catalog_file(source: str) -> Path:
-    """The file of a catalog rule (its ``Source`` metadata, e.g. ``found/x.rule``) in the package."""
-    return Path(str(resources.files("optdisco.discovered") / source))
-
-
 def resolve_target(spec: str, backend: str = "auto") -> Target:
     """The contender a RULE argument names (see the module doc); ValueError if it names none."""
     from ..discovered import catalog
@@ -65,22 +75,22 @@ def resolve_target(spec: str, backend: str = "auto") -> Target:
     if spec.startswith("learned:"):
         path = spec[len("learned:"):]
         if not os.path.isfile(path):
-            raise ValueError(f"RULE {spec!r}: no learned-optimizer weights at {path!r}")
+            raise ValidateError(f"RULE {spec!r}: no learned-optimizer weights at {path!r}")
         try:
             return Target(learned_contender(path, spec))
         except (OSError, ValueError, KeyError) as e:
-            raise ValueError(f"RULE {spec!r}: cannot read learned weights: {e}") from None
+            raise ValidateError(f"RULE {spec!r}: cannot read learned weights: {e}") from None
     try:
         program = resolve_rule(spec)
     except catalog.UnknownRule as e:
         db = spec.rpartition(":")[0]
         if db and not os.path.exists(db):
-            raise ValueError(f"RULE {spec!r}: no campaign store (DB of DB:ID) or rule file at {db!r}") from None
-        raise ValueError(f"RULE {spec!r} is not a catalog name, a rule file, DB:ID or learned:PATH ({e})") from None
+            raise ValidateError(f"RULE {spec!r}: no campaign store (DB of DB:ID) or rule file at {db!r}") from None
+        raise ValidateError(f"RULE {spec!r} is not a catalog name, a rule file, DB:ID or learned:PATH ({e})") from None
     except StoreError as e:
-        raise ValueError(f"RULE {spec!r}: {e}") from None
+        raise ValidateError(f"RULE {spec!r}: {e}") from None
     except DSLError as e:
-        raise ValueError(f"RULE {spec!r}: {e}") from None
+        raise ValidateError(f"RULE {spec!r}: {e}") from None
     meta = program.meta
     if meta.get("Origin") == "campaign" and ":" in meta.get("Provenance", ""):
         db, _, pid = meta["Provenance"].rpartition(":")
@@ -88,9 +98,8 @@ def resolve_target(spec: str, backend: str = "auto") -> Target:
         return Target(rule_contender(program, name=name, origin=spec, backend=backend), Path(db), int(pid))
     found_file = None
     if meta.get("Origin") == "found" and meta.get("Source", "").startswith("found/"):
-        candidate = catalog_file(meta["Source"])
-        found_file = candidate if candidate.is_file() else None
-    elif spec not in catalog.names() and os.path.isfile(spec):
+        return Target(rule_contender(program, origin=spec, backend=backend), catalog_rule=program.name)
+    if spec not in catalog.names() and os.path.isfile(spec):
         from ..discovered.catalog import parse_docstring
         _, facts = parse_docstring(program.docstring or "")
         found_file = Path(spec) if facts.get("Origin") == "found" else None
@@ -152,9 +161,13 @@ def write_back(val: Validation, targets: Sequence[Target], report: str | Path | 
                 store.add_validation(t.pid, val.settings.scale, asdict(val.settings), val.summary(name),
                                      str(report) if report else None)
             done.append(f"{t.db}: validations of program {t.pid}")
+        key = f"Validation{val.settings.scale.capitalize()}"
         if t.found_file is not None:
             record_found_validation(t.found_file, val.settings.scale, validation_line(val, name, report))
-            done.append(f"{t.found_file}: Validation{val.settings.scale.capitalize()}")
+            done.append(f"{t.found_file}: {key}")
+        if t.catalog_rule is not None:
+            path = record_rule_fact(t.catalog_rule, key, validation_line(val, name, report))
+            done.append(f"{path}: {key}")
     return done
 
 
@@ -184,7 +197,9 @@ def best_found_rule() -> str | None:
 
 def summary_table(val: Validation):
     """A rich table: per workload and contender, loss [95% CI], speedup, tuned rate, ms/step, state."""
+    # the live display only; rich is slow to import
     from rich.table import Table
+
     from .validate_report import speedup_text
     s = val.settings
     table = Table(title=f"optdisco validate: {s.scale} scale, {s.seeds} seed{'s' if s.seeds != 1 else ''}, "
@@ -225,17 +240,17 @@ def run_validate(specs: Sequence[str], *, scale: str = "cpu", seeds: int = 3, bu
     from ..evaluators.tasks import get_task
     from .validate_report import write_validation_report
     if not specs:
-        raise ValueError("optdisco validate: give at least one RULE (or --learned WEIGHTS)")
+        raise ValidateError("optdisco validate: give at least one RULE (or --learned WEIGHTS)")
     if seeds < 1 or budget <= 0 or not 0 < tune_budget <= 1:
-        raise ValueError("--seeds must be >= 1, --budget > 0, and 0 < --tune-budget <= 1")
+        raise ValidateError("--seeds must be >= 1, --budget > 0, and 0 < --tune-budget <= 1")
     from ..kernels import BACKENDS
     if backend not in BACKENDS:
-        raise ValueError(f"unknown --backend {backend!r}; backends: {', '.join(BACKENDS)}")
+        raise ValidateError(f"unknown --backend {backend!r}; backends: {', '.join(BACKENDS)}")
     targets = [resolve_target(s, backend) for s in specs]
     _unique_names(targets)
     if device is None:
         if scale == "gpu" and not torch.cuda.is_available():
-            raise ValueError("--scale gpu needs a CUDA device (torch sees none); "
+            raise ValidateError("--scale gpu needs a CUDA device (torch sees none); "
                              "pass --device cpu to run the gpu sizes on the CPU anyway")
         device = "cuda" if scale == "gpu" else "cpu"
     dtype = dtype or ("bf16" if torch.device(device).type == "cuda" else "fp32")

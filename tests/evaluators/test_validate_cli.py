@@ -79,17 +79,18 @@ def test_found_rule_provenance_is_recorded_in_its_file(tmp_path):
     assert prog.meta["Campaign"] == "test.db:7 (seed 0)"
 
 
-def test_catalog_found_rule_resolves_to_its_file(tmp_path, monkeypatch):
-    # The catalog route, on a temporary copy: the real catalog is never written.
+def test_catalog_found_rule_is_named_not_a_file(tmp_path, monkeypatch):
+    # A catalog found rule is validated under its name (its results go to the user data
+    # directory); no file of the package is a write-back target.
     path = found_rule_file(tmp_path)
     real = catalog._rule_files()
     monkeypatch.setattr(catalog, "_rule_files",
                         lambda: {**real, "found_mom": ("found", path.read_text(), "found/found_mom.rule")})
-    monkeypatch.setattr(validate_support, "catalog_file", lambda source: tmp_path / Path(source).name)
     catalog.reload()
     try:
         target = validate_support.resolve_target("found_mom")
-        assert target.found_file == path and target.contender.name == "found_mom"
+        assert target.found_file is None and target.catalog_rule == "found_mom"
+        assert target.contender.name == "found_mom"
         assert validate_support.best_found_rule() == "found_mom"
     finally:
         monkeypatch.undo()
@@ -119,7 +120,7 @@ def test_learned_optimizer_runs_like_a_rule(tmp_path):
 ])
 def test_bad_rule_is_a_clear_error(argv, message, capsys, tmp_path):
     assert main(["validate", *argv, "-o", str(tmp_path / "v.html")]) == 2
-    assert message in " ".join(capsys.readouterr().out.split())
+    assert message in " ".join(capsys.readouterr().err.split())
     assert not (tmp_path / "v.results.jsonl").exists()
 
 
@@ -127,28 +128,19 @@ def test_unknown_program_id_in_a_real_store(tmp_path, capsys):
     db = tmp_path / "c.db"
     Store(db).close()
     assert main(["validate", f"{db}:42"]) == 2
-    assert "has no program 42" in " ".join(capsys.readouterr().out.split())
+    assert "has no program 42" in " ".join(capsys.readouterr().err.split())
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message for machines without CUDA")
 def test_gpu_scale_without_cuda_says_so(capsys):
     assert main(["validate", "lion", "--scale", "gpu"]) == 2
-    assert "needs a CUDA device" in capsys.readouterr().out
+    assert "needs a CUDA device" in capsys.readouterr().err
 
 
 def test_gpu_check_validate_arguments_at_cpu_scale(tmp_path, capsys, monkeypatch):
     # gpu_check.sh's validate command with its own arguments, at cpu scale; then --report-only.
-    # The best found rule is a real catalog rule: its provenance write-back goes to a copy.
-    real_file = validate_support.catalog_file
-    copies = tmp_path / "catalog"
-
-    def copy_of(source):
-        dst = copies / source
-        if not dst.exists():
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            dst.write_bytes(real_file(source).read_bytes())
-        return dst
-    monkeypatch.setattr(validate_support, "catalog_file", copy_of)
+    # The best found rule is a real catalog rule: its provenance goes to the user data directory.
+    monkeypatch.setenv("OPTDISCO_DATA", str(tmp_path / "data"))
     before = {p: p.read_bytes() for p in (ROOT / "optdisco" / "discovered").rglob("*.rule")}
     script = (ROOT / "benchmarks" / "gpu_check.sh").read_text()
     args = shlex.split(re.search(r"^VALIDATE_ARGS=\((.*)\)$", script, re.M).group(1))

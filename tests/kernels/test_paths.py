@@ -12,7 +12,7 @@ from optdisco import catalog
 from optdisco.kernels import BackendUnavailable, get_backend
 from optdisco.kernels import auto as auto_mod
 
-from .helpers import check_backend, queue
+from .helpers import check_backend
 from .rules import RULES
 
 

@@ -79,9 +79,9 @@ def test_a_killed_worker_costs_only_its_batch(ray_session, tmp_path):
     assert killed, "no busy Ray worker was found to kill"
     c = store.counts()
     assert c["done"] == 60  # the campaign went on to the end
-    retried = store.db.execute("SELECT id, attempts FROM batches WHERE attempts > 1").fetchall()
-    assert retried, "the killed worker's batch should have been re-run"
-    for bid, _ in retried:
+    rerun = store.db.execute("SELECT id, attempts FROM batches WHERE attempts > 1").fetchall()
+    assert rerun, "the killed worker's batch should have been re-run"
+    for bid, _ in rerun:
         evs = store.db.execute("SELECT attempt, failure FROM evaluations WHERE batch = ?", (bid,)).fetchall()
         assert evs and all(a == 2 and not (f or "").startswith("batch failed") for a, f in evs)
     assert store.db.execute("SELECT COUNT(*) FROM programs WHERE status IN ('pending', 'queued')").fetchone()[0] == 0

@@ -6,5 +6,4 @@
 - :mod:`.constants`: ES over a rule's hyperparameters and literal constants.
 - :mod:`.distill`: record the learned optimizer, search rules that imitate it.
 - :mod:`.surrogate`: a fitness predictor that ranks children before training.
-- :mod:`.cli_support`: what ``optdisco learn`` calls.
 """

@@ -148,6 +148,7 @@ def evaluate_sources(sources: Sequence[str], settings: dict[str, Any]) -> list[d
     """Fitness of rule texts: one Ray task per text when Ray is initialized, one batch otherwise."""
     from ..fitness import evaluate_batch
     try:
+        # optional (the search extra); only Ray runs need it
         import ray
         on_ray = ray.is_initialized()
     except ImportError:  # pragma: no cover
@@ -223,6 +224,7 @@ class ConstantLearner:
 
     def train(self, progress: bool = True, on_step: Callable[[dict], None] | None = None) -> np.ndarray:
         """Iterate to ``cfg.iterations`` (from a checkpoint's iteration); returns z."""
+        # the live display only; rich is slow to import
         from rich.progress import Progress
         with Progress(disable=not progress, transient=True) as bar:
             job = bar.add_task(f"learning {self.program.name}", total=self.cfg.iterations, completed=self.iteration)

@@ -144,7 +144,7 @@ def distill(recording: "str | Path", store: "str | Path", *, budget: int = 64, s
             fitness_budget: float = 0.5, cache_dir: str | None = None, progress=None) -> DistillResult:
     """Search rules by EV with the campaign driver (resumes from ``store``), then rank the
     ``top_k`` by task fitness on ``tasks`` (see the module doc)."""
-    import optdisco
+    from ...discovered import catalog
     from ...evaluators import evaluate
     from .. import config
     from ..campaign import Campaign
@@ -156,7 +156,7 @@ def distill(recording: "str | Path", store: "str | Path", *, budget: int = 64, s
     fit = functools.partial(imitation_fitness, recording=str(Path(recording).resolve()))
     st = Store(store)
     camp = Campaign(cfg, st, InProcessExecutor(fit), on_progress=progress,
-                    warm_start=warm_start or optdisco.catalog.get("adam"))
+                    warm_start=warm_start or catalog.get("adam"))
     camp.search()
     top = camp.top(top_k)
     progs = [camp.parse_row(r) for r in top]

@@ -266,6 +266,7 @@ class MetaTrainer:
     def _run(self, thetas: torch.Tensor, name: str, inner: Inner, H: int) -> tuple[np.ndarray, Inner]:
         args = dict(steps=self.cfg.truncation, horizon=H, lr=self.cfg.lr, seed=self.cfg.seed)
         try:
+            # optional (the search extra); only Ray runs need it
             import ray
             use_ray = ray.is_initialized()
         except ImportError:  # pragma: no cover - ray is a dependency
@@ -276,6 +277,7 @@ class MetaTrainer:
 
     def train(self, on_step: Callable[[dict], None] | None = None, progress: bool = True) -> np.ndarray:
         """Run until ``cfg.iterations`` (from wherever a checkpoint left off); returns theta."""
+        # the live display only; rich is slow to import
         from rich.progress import Progress
         with Progress(disable=not progress, transient=True) as bar:
             job = bar.add_task("meta-training (ES)", total=self.cfg.iterations, completed=self.iteration)
@@ -341,6 +343,7 @@ def _slice_inner(inner: Inner, rows: Sequence[int]) -> Inner:
 def _run_on_ray(cfg: MLPConfig, thetas: torch.Tensor, name: str, inner: Inner, **args
                 ) -> tuple[np.ndarray, Inner]:
     """Split the particles into chunks (one per CPU Ray offers) and unroll them as Ray tasks."""
+    # optional (the search extra); only Ray runs need it
     import ray
     P = thetas.shape[0]
     chunks = max(1, min(P, int(ray.cluster_resources().get("CPU", 1))))

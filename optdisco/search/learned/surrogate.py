@@ -34,7 +34,7 @@ import torch
 from ...dsl import run
 from ...dsl.builtins import BUILTINS
 from ...dsl.ir import Call, Const, Expr, Name, Program
-from ..evolution import Evolution, Proposal
+from ..evolution import VARIANTS, Evolution, Proposal
 from ..store import ProgramRow
 
 PROBE_DIM = 16
@@ -145,6 +145,7 @@ class FitnessPredictor:
     def _fit(self) -> None:
         if self._model is not None and self._fitted_on == len(self._y):
             return
+        # optional (the search extra); only this path needs it
         from sklearn.ensemble import ExtraTreesRegressor
         self._model = ExtraTreesRegressor(n_estimators=self.trees, min_samples_leaf=2,
                                           random_state=self.seed, n_jobs=1)
@@ -224,3 +225,6 @@ class SurrogateEvolution(Evolution):
             return first
         best = self.predictor.rank([p.program for p in novel])[0]
         return novel[best]
+
+
+VARIANTS["surrogate"] = SurrogateEvolution

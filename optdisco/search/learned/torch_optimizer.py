@@ -1,4 +1,6 @@
-"""The learned MLP optimizer as a ``torch.optim.Optimizer``: ``optdisco.Optimizer(params, learned=PATH)``.
+"""The learned MLP optimizer as a ``torch.optim.Optimizer``: ``optdisco.LearnedOptimizer(params,
+learned=PATH)``, also built by ``optdisco.Optimizer(params, learned=PATH)`` (through
+:mod:`optdisco.discovered.hooks`).
 
 Each parameter ``w`` (gradient ``g``) keeps the feature statistics of :mod:`.features`
 as its state and is updated by ``w <- w - lr * u`` with ``u`` from the MLP
@@ -23,7 +25,7 @@ _STATS = ("m", "v", "row", "col")
 
 
 class LearnedOptimizer(Optimizer):
-    """A learned MLP optimizer (built by ``Optimizer(params, learned=PATH, lr=...)``)."""
+    """A learned MLP optimizer: ``LearnedOptimizer(params, learned=PATH, lr=...)``."""
 
     def __init__(self, params: Iterable, rule: Any = None, lr: float | None = None, *,
                  learned: "str | os.PathLike", backend: str = "auto", seed: int | None = None,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from optdisco.search.learned.es import Adam, ESConfig, MetaTrainer, centered_ranks, es_gradient
 

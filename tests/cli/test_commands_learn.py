@@ -10,7 +10,7 @@ from rich.console import Console
 
 import optdisco
 from optdisco.discovered.catalog import load_text
-from optdisco.search.learned import cli_support
+from optdisco.cli import commands_learn as cli_support
 from optdisco.search.learned.es import ESConfig, MetaTrainer
 
 

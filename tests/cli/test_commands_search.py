@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from optdisco.search import cli_support
+from optdisco.cli import commands_search as cli_support
 from optdisco.search.config import ConfigError
 from optdisco.search.store import Store
 
@@ -65,7 +65,7 @@ def test_address_joins_a_running_cluster(ray_session, tmp_path):
     cfg.write_text(CONFIG.replace("budget = 14", "budget = 8").replace("top_k = 2", "top_k = 0"))
     db = tmp_path / "joined.db"
     address = ray_session.get_runtime_context().gcs_address
-    code = ("import sys; from optdisco.search.cli_support import run_search; "
+    code = ("import sys; from optdisco.cli.commands_search import run_search; "
             "sys.exit(run_search(sys.argv[1], {'db': sys.argv[2], 'report': False}, None, sys.argv[3]))")
     proc = subprocess.run([sys.executable, "-c", code, str(cfg), str(db), address],
                           capture_output=True, text=True, timeout=240)

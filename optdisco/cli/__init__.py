@@ -1,4 +1,4 @@
-"""The ``optdisco`` command: list, show, export, eval, search, learn, validate, report, bench.
+"""The ``optdisco`` command: list, show, export, eval, search, learn, validate, report, catalog-add, bench.
 
 Each sub-command is a thin layer over a package function; heavy imports (ray, sympy,
 evaluators) happen inside the command that needs them so ``optdisco list`` stays quick.
@@ -13,13 +13,14 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from .dsl import DSLError, Program
+from ..dsl import Program
+from ..errors import UserError
 
 console = Console()
 
 
 def _rule(arg: str) -> Program:
-    from .discovered.optimizer import resolve_rule
+    from ..discovered.optimizer import resolve_rule
     return resolve_rule(arg)
 
 
@@ -31,7 +32,7 @@ def _short_paper(paper: str, year: str) -> str:
 
 def cmd_list(args: argparse.Namespace) -> int:
     """A table of the catalog: name, origin, state tensors per parameter, paper, summary."""
-    from . import catalog
+    from .. import catalog
     entries = catalog.entries()
     table = Table(title=f"optdisco catalog ({len(entries)} rules)")
     rows = [(e.name, e.origin, f"{len(e.states)}" + (f" ({', '.join(e.states)})" if e.states else ""),
@@ -53,18 +54,24 @@ def memory_per_parameter(p: Program, state_bytes: int = 4) -> str:
 
 def equivalent_catalog_rules(p: Program) -> list[str]:
     """Catalog rules that compute the same updates as ``p`` (equal fingerprints)."""
-    from . import catalog
+    from .. import catalog
     fp = p.fingerprint()
     return [n for n in catalog.names() if catalog.get(n).fingerprint() == fp]
 
 
 def cmd_show(args: argparse.Namespace) -> int:
     """Source, simplified math, LaTeX, memory and catalog equivalents of a rule."""
-    from .dsl.symbolic import simplified
+    from ..dsl.symbolic import simplified
     p = _rule(args.rule)
     console.rule(f"[bold]{p.name}")
     for key, value in p.metadata:
         console.print(f"[bold]{key}:[/bold] {value}", highlight=False)
+    from .. import catalog
+    from ..userdata import data_dir, rule_facts
+    if p.name in catalog.names() and p.source() == catalog.get(p.name).source():
+        # Run-time results (optdisco validate) live in the user data directory, not the package.
+        for key, value in rule_facts(p.name).items():
+            console.print(f"[bold]{key}:[/bold] {value} [dim](recorded in {data_dir()})[/dim]", highlight=False)
     console.print("\n[bold]source[/bold]")
     console.print(p.source(), highlight=False, markup=False)
     sym = simplified(p)
@@ -82,7 +89,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Write the rule as a standalone torch optimizer, LaTeX or Markdown."""
-    from .discovered.export import export
+    from ..discovered.export import export
     p = _rule(args.rule)
     text = export(p, args.format)
     if args.output in (None, "-"):
@@ -95,12 +102,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """Evaluate a rule against tuned AdamW on proxy or held-out tasks."""
-    from .evaluators import cli_support
+    from . import commands_eval as cli_support
     if args.list_tasks:
         console.print(cli_support.list_tasks_table())
         return 0
     if args.learned:
-        from .search.learned.cli_support import eval_learned
+        from .commands_learn import eval_learned
         eval_learned(args.learned, suite=args.suite, tasks=args.task or (), seeds=args.seeds,
                      budget=args.budget, console=console)
         return 0
@@ -115,7 +122,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_search(args: argparse.Namespace) -> int:
     """Run (or resume) a discovery campaign."""
-    from .search import cli_support
+    from . import commands_search as cli_support
     overrides = {k: v for k, v in {
         "preset": args.preset, "budget": args.budget, "workers": args.workers, "seed": args.seed,
         "db": args.db, "warm_start": args.warm_start, "strategy": args.strategy,
@@ -125,7 +132,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 def cmd_learn(args: argparse.Namespace) -> int:
     """Meta-learn: a rule's constants (ES), the MLP optimizer, or a rule distilled from it."""
-    from .search.learned import cli_support as learn
+    from . import commands_learn as learn
     common = {"address": args.address, "workers": args.workers, "console": console}
     if args.mlp:
         learn.learn_mlp(args.output or "lopt.npz", tasks=args.task or ("quadratic", "logreg"),
@@ -147,7 +154,7 @@ def cmd_learn(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """Validate rules at scale against tuned AdamW and Lion; one HTML report, resumable."""
-    from .search.validate_support import run_validate
+    from ..search.validate_support import run_validate
     specs = [*(args.rules or []), *(f"learned:{p}" for p in args.learned or [])]
     run_validate(specs, scale=args.scale, seeds=args.seeds, budget=args.budget, tune_budget=args.tune_budget,
                  tasks=args.task, device=args.device, dtype=args.dtype, backend=args.backend,
@@ -157,16 +164,57 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Write a campaign's HTML report."""
-    from .search import cli_support
+    from . import commands_search as cli_support
     path = cli_support.write_report(args.db, args.output)
     console.print(f"wrote {path}")
+    return 0
+
+
+def catalog_add(spec: str, name: str, checkout: str | Path) -> Path:
+    """Write found rule ``DB:ID`` of a campaign store as ``<checkout>/optdisco/discovered/found/<name>.rule``.
+
+    A developer's step, never a run's side effect: ``checkout`` must be a source checkout (it has
+    ``pyproject.toml`` and ``.git``), the program must be one the store's funnel found, and an
+    existing rule file is never overwritten. Returns the path written.
+    """
+    from dataclasses import replace
+
+    from ..discovered.catalog import rule_file_text
+    from ..search.found import found_rules
+    root = Path(checkout)
+    if not ((root / "pyproject.toml").is_file() and (root / ".git").exists()):
+        raise UserError(f"{root} is not a source checkout (needs pyproject.toml and .git); "
+                        "catalog-add writes rules only into a checkout, never an installed package")
+    if not name.isidentifier() or not name.startswith("found_"):
+        raise UserError(f"--name {name!r}: a found rule's name is an identifier starting with 'found_'")
+    db, sep, ident = spec.rpartition(":")
+    if not sep or not ident.isdigit():
+        raise UserError(f"{spec!r} is not DB:ID (a campaign store and a program id)")
+    if not Path(db).is_file():
+        raise UserError(f"no campaign store at {db!r}")
+    by_id = {r["id"]: r for r in found_rules(db)}
+    if int(ident) not in by_id:
+        raise UserError(f"program {ident} of {db} is not a found rule (found: {sorted(by_id) or 'none'})")
+    rule = by_id[int(ident)]
+    out = root / "optdisco" / "discovered" / "found" / f"{name}.rule"
+    if out.exists():
+        raise UserError(f"{out} exists; choose another --name")
+    summary = f"Found by an optdisco campaign ({Path(db).name}, program {ident})."
+    out.write_text(rule_file_text(replace(rule["program"], name=name), summary, rule["facts"]), encoding="utf-8")
+    return out
+
+
+def cmd_catalog_add(args: argparse.Namespace) -> int:
+    """Write a found rule of a campaign into the catalog of a source checkout (developers only)."""
+    out = catalog_add(args.rule, args.name, args.checkout)
+    console.print(f"wrote {out}")
     return 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run one of the benchmark scripts in benchmarks/ (from a source checkout)."""
     import runpy
-    script = Path(__file__).resolve().parent.parent / "benchmarks" / f"bench_{args.what}.py"
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / f"bench_{args.what}.py"
     if not script.exists():
         raise SystemExit(f"optdisco bench: {script} not found (benchmarks ship with the source checkout)")
     sys.argv = [str(script), *args.rest]
@@ -177,6 +225,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``optdisco`` command."""
     ap = argparse.ArgumentParser(prog="optdisco", description=__doc__.splitlines()[0])
+    ap.add_argument("--debug", action="store_true", help="show the traceback of a user error")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("list", help="the catalog of rules")
@@ -256,6 +305,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", default="report.html")
     s.set_defaults(fn=cmd_report)
 
+    s = sub.add_parser("catalog-add", help="developers: write a found rule DB:ID into a source checkout's catalog")
+    s.add_argument("rule", metavar="DB:ID", help="a found rule of a campaign store")
+    s.add_argument("--name", required=True, help="the catalog name, found_...")
+    s.add_argument("--checkout", required=True, help="the source checkout (has pyproject.toml and .git)")
+    s.set_defaults(fn=cmd_catalog_add)
+
     s = sub.add_parser("bench", help="run a benchmark script: kernels, eval, search, heldout or surrogate")
     s.add_argument("what", choices=["kernels", "eval", "search", "heldout", "surrogate"])
     s.add_argument("rest", nargs=argparse.REMAINDER)
@@ -264,18 +319,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``optdisco`` console script."""
+    """Entry point of the ``optdisco`` console script.
+
+    A :class:`~optdisco.errors.UserError` (unknown rule, missing or existing store, bad config,
+    bad rule text) prints one line on stderr and returns 2; with ``--debug`` it propagates with
+    its traceback. Any other exception is a bug and always propagates.
+    """
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
-    except DSLError as e:
-        console.print(f"[red]error:[/red] {e}", highlight=False)
-        return 2
-    except (KeyError, ValueError, FileNotFoundError, TypeError) as e:
-        message = e.args[0] if isinstance(e, KeyError) and e.args else e
-        console.print(f"[red]error:[/red] {message}", highlight=False)
+    except UserError as e:
+        if args.debug:
+            raise
+        message = " ".join(str(e).split())  # one line, whatever the message's own newlines
+        print(f"optdisco: error: {message}", file=sys.stderr)
         return 2
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -18,16 +18,21 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from .constants import ConstantLearner, LearnConfig, LearnResult, rule_text
-from .distill import DistillResult, distill, record
-from .es import ESConfig, MetaTrainer
-from .learned_eval import evaluate_learned
-from .mlp_optimizer import MLPOptimizer, load, save
+from ..search.learned.constants import (
+    ConstantLearner,
+    LearnConfig,
+    LearnResult,
+    rule_text,
+)
+from ..search.learned.distill import DistillResult, distill, record
+from ..search.learned.es import ESConfig, MetaTrainer
+from ..search.learned.learned_eval import evaluate_learned
+from ..search.learned.mlp_optimizer import MLPOptimizer, load, save
 
 
 def _ray(address: str | None, workers: int) -> None:
     if address or workers > 0:
-        from ..executors import init_ray
+        from ..search.executors import init_ray
         init_ray(address or "", workers)
 
 
@@ -40,7 +45,7 @@ def learn_rule(rule: str, *, suite: str = "proxy", tasks: Sequence[str] = (), pa
                progress: bool = True) -> LearnResult:
     """ES over RULE's constants; writes ``out`` (default ``<rule>_learned.rule``); checkpoint
     ``<out>.ckpt.npz`` unless given (rerun the same command to resume)."""
-    from ...discovered.optimizer import resolve_rule
+    from ..discovered.optimizer import resolve_rule
     console = console or Console()
     program = resolve_rule(rule)
     out_path = Path(out or f"{program.name}_learned.rule")
@@ -118,7 +123,7 @@ def distill_mlp(weights: str, store: str, *, tasks: Sequence[str] = ("quadratic"
     """Record the learned optimizer on ``tasks``, search an imitating rule (store ``store``,
     resumable), and compare it with the learned optimizer and AdamW on held-out tasks
     (``heldout_tasks``; the whole held-out suite when empty)."""
-    from ...evaluators import evaluate
+    from ..evaluators import evaluate
     console = console or Console()
     cfg, theta, prov = load(weights)
     mlp = MLPOptimizer(cfg)
@@ -138,7 +143,7 @@ def distill_mlp(weights: str, store: str, *, tasks: Sequence[str] = ("quadratic"
                   f"task fitness {res.task_fitness:+.4f}")
     console.print(f"held-out fitness vs tuned AdamW: distilled {held_rule:+.4f}, learned {held_mlp:+.4f}, AdamW +0")
     if out:
-        from ...discovered.catalog import rule_file_text
+        from ..discovered.catalog import rule_file_text
         facts = {"Formula": "see the rule body", "Defaults": ", ".join(
             f"{n}={v:g}" for n, v in res.program.hyperparameters) or "none", "Origin": "found",
             "Campaign": res.program.meta["Campaign"],

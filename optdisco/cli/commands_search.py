@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import time
-import tomllib
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -13,11 +11,11 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.text import Text
 
-from ..dsl import DSLError, parse
+from ..discovered.optimizer import resolve_rule
 from ..dsl.ir import Program
-from . import config as config_mod
-from .campaign import Campaign, Progress
-from .store import Store, StoreError
+from ..search import config as config_mod
+from ..search.campaign import Campaign, Progress, stored_config, update_config
+from ..search.store import Store, StoreError
 
 console = Console()
 
@@ -29,35 +27,12 @@ def resolve_warm_start(rule: str) -> Program | None:
     """The warm-start Program: a catalog name, a rule file, ``DB:ID``, or None for ``""``."""
     if not rule:
         return None
-    try:
-        from ..discovered.optimizer import resolve_rule
-    except ImportError:
-        resolve_rule = None
-    if resolve_rule is not None:
-        return resolve_rule(rule)
-    if Path(rule).is_file():
-        return parse(Path(rule).read_text(encoding="utf-8"))
-    if ":" in rule:
-        from .store import load_program
-        db, _, ident = rule.rpartition(":")
-        return load_program(db, ident)
-    raise DSLError(f"cannot resolve warm start '{rule}' (no catalog installed)")
-
-
-def check_evaluator(cfg: Mapping[str, Any]) -> None:
-    """Fail early, before any work, when the configured evaluator cannot run here."""
-    if cfg["fitness"]["evaluator"] == "proxy":
-        try:
-            from ..evaluators import evaluate  # type: ignore[attr-defined]  # noqa: F401
-        except ImportError as e:
-            raise config_mod.ConfigError(
-                f"fitness.evaluator = 'proxy' needs optdisco.evaluators.evaluate ({e}); "
-                "use fitness.evaluator = 'quadratic' for the built-in noisy quadratic") from None
+    return resolve_rule(rule)
 
 
 def make_executor(cfg: Mapping[str, Any], address: str | None, workers: int):
     """A RayExecutor on a local Ray (``workers`` CPUs, 0 = all) or on the cluster at ``address``."""
-    from .executors import RayExecutor, init_ray
+    from ..search.executors import RayExecutor, init_ray
     cpus = init_ray(address or "", workers)
     return RayExecutor(cfg["fitness"]["evaluator"], workers=min(cpus, workers) if workers else cpus,
                        time_limit=cfg["fitness"]["time_limit"])
@@ -108,33 +83,24 @@ def run_search(config_path: str | None, overrides: Mapping[str, Any], resume: st
     overrides = dict(overrides)
     if resume:
         store = Store(resume, create=False)
-        text = store.get_meta("config")
-        if text is None:
-            raise StoreError(f"{resume} is not a campaign store (no config)")
+        stored = stored_config(store)
         extra = {k: overrides[k] for k in RESUMABLE if k in overrides}
         ignored = sorted(set(overrides) - set(RESUMABLE) - {"preset"})
         if ignored:
             console.print(f"[yellow]resuming {resume}: its stored config holds; ignoring {', '.join(ignored)}")
-        cfg = config_mod.validate(config_mod._merge(tomllib.loads(text), config_mod.overrides_to_tree(extra)))
+        cfg = config_mod.validate(config_mod._merge(stored, config_mod.overrides_to_tree(extra)))
         if extra:
-            with store.transaction():
-                store.set_meta("config", config_mod.dumps(cfg))
-                store.set_meta("config_json", json.dumps(cfg))
-                if "budget" in extra and store.get_meta("phase") != "search" and \
-                        store.counts()["proposed"] < cfg["budget"]:
-                    store.set_meta("phase", "search")
+            update_config(store, cfg, budget_changed="budget" in extra)
         warm = None
     else:
         if address:
             overrides["address"] = address
         cfg = config_mod.load(config_path, overrides)
-        check_evaluator(cfg)
         warm = resolve_warm_start(cfg["warm_start"])
         db = cfg["db"] or f"runs/{time.strftime('%Y%m%d-%H%M%S')}.db"
         if Path(db).exists():
             raise StoreError(f"{db} exists; continue it with --resume {db}, or choose another --db")
         store = Store(db)
-    check_evaluator(cfg)
     executor = make_executor(cfg, address or cfg["distributed"]["address"], cfg["workers"])
     console.print(f"campaign store: {store.path}  ({executor.workers} Ray worker(s), "
                   f"batches of {cfg['distributed']['batch_size']})")
@@ -142,7 +108,7 @@ def run_search(config_path: str | None, overrides: Mapping[str, Any], resume: st
         found = run_campaign(cfg, store, executor, warm)
     finally:
         executor.shutdown()
-    from .leaderboard import rich_table
+    from ..search.leaderboard import rich_table
     console.print(rich_table(store))
     console.print(f"found {len(found)} rule(s) that held up through the funnel: {found}")
     if cfg["report"]:
@@ -154,5 +120,5 @@ def run_search(config_path: str | None, overrides: Mapping[str, Any], resume: st
 
 def write_report(db: str, out: str) -> Path:
     """``optdisco report DB -o FILE``: write the campaign's self-contained HTML report; returns its path."""
-    from .report import write_report as _write
+    from ..search.report import write_report as _write
     return _write(db, out)

@@ -1,7 +1,8 @@
 from rich.console import Console
 
+import optdisco
+from optdisco.cli.commands_eval import eval_command, list_tasks_table
 from optdisco.evaluators import SUITES
-from optdisco.evaluators.cli_support import eval_command, list_tasks_table
 
 
 def render(obj) -> str:
@@ -18,7 +19,7 @@ def test_list_tasks_names_every_task_with_sizes():
     assert "25,405,952" in text  # the gpu-size transformer LM
 
 
-def test_eval_command_prints_table_and_summary(tmp_path, rules):
-    text = render(eval_command(rules["lion"], tasks=["logreg"], suite="proxy", seeds=1, budget=0.2,
+def test_eval_command_prints_table_and_summary(tmp_path):
+    text = render(eval_command(optdisco.catalog.get("lion"), tasks=["logreg"], suite="proxy", seeds=1, budget=0.2,
                                cache_dir=str(tmp_path)))
     assert "logreg" in text and "AdamW lr" in text and "fitness" in text and "95% CI" in text

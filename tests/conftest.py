@@ -1,4 +1,4 @@
-"""Shared fixtures: one real local Ray instance for the whole test session."""
+"""Fixtures shared by every test directory: one real local Ray instance for the whole session."""
 
 from __future__ import annotations
 

@@ -9,8 +9,8 @@ from rich.table import Table
 from rich.text import Text
 
 from ..dsl import Program
-from .evaluate import evaluate, steps_for
-from .tasks import FACTORIES, SUITES, get_task
+from ..evaluators.evaluate import evaluate, steps_for
+from ..evaluators.tasks import SUITES, get_task
 
 
 def _fmt(x: float, digits: int = 4) -> str:
