@@ -13,6 +13,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from ..discovered.export import FORMATS, export
 from ..dsl import Program
 from ..errors import UserError
 
@@ -88,8 +89,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """Write the rule as a standalone torch optimizer, LaTeX or Markdown."""
-    from ..discovered.export import export
+    """Write the rule as a standalone torch optimizer, an optax transformation, LaTeX or Markdown."""
     p = _rule(args.rule)
     text = export(p, args.format)
     if args.output in (None, "-"):
@@ -235,9 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("rule", help="catalog name, rule file, or DB:ID")
     s.set_defaults(fn=cmd_show)
 
-    s = sub.add_parser("export", help="a rule as a standalone torch optimizer, LaTeX or Markdown")
+    s = sub.add_parser("export", help="a rule as a standalone torch optimizer, optax transformation, LaTeX or Markdown")
     s.add_argument("rule")
-    s.add_argument("--format", "-f", default="torch", choices=["torch", "latex", "markdown"])
+    s.add_argument("--format", "-f", default="torch", choices=list(FORMATS))
     s.add_argument("-o", "--output", default=None, help="output file (default: stdout)")
     s.set_defaults(fn=cmd_export)
 

@@ -1,4 +1,4 @@
-"""Exporters: a rule as a standalone PyTorch optimizer file, as LaTeX, as Markdown.
+"""Exporters: a rule as a standalone PyTorch optimizer file, as an optax transformation, as LaTeX, as Markdown.
 
 The torch exporter writes a file that imports only torch and math: the rule's statements
 are printed as they are, with built-in calls routed to a small ``_Ops`` class whose methods
@@ -14,9 +14,10 @@ from ..dsl import BUILTINS, Program
 from ..dsl.builtins import NEWTON_SCHULZ_COEFFS, NEWTON_SCHULZ_EPS, NEWTON_SCHULZ_STEPS
 from ..dsl.ir import Call, Const, Expr, Name
 from ..dsl.printer import expr_source
+from .export_optax import to_optax
 from .optimizer import default_lr
 
-FORMATS = ("torch", "latex", "markdown")
+FORMATS = ("torch", "optax", "latex", "markdown")
 
 # One method per built-in, restating optdisco.dsl.interpreter.TORCH_IMPL for an unbatched
 # tensor. Test: every catalog rule's exported file reproduces the interpreter's trajectory.
@@ -300,6 +301,8 @@ def export(program: Program, fmt: str) -> str:
     """The program in format ``fmt`` (one of :data:`FORMATS`)."""
     if fmt == "torch":
         return to_torch(program)
+    if fmt == "optax":
+        return to_optax(program)
     if fmt == "latex":
         return to_latex(program)
     if fmt == "markdown":
