@@ -26,7 +26,8 @@ ROOT = Path(__file__).resolve().parents[1] / "optdisco"
 # Lowest first. A module belongs to the longest prefix listed here; what is not listed
 # (optdisco/__init__.py, optdisco/cli.py, optdisco/catalog.py, ...) is the top layer.
 LAYERS: list[tuple[str, ...]] = [
-    ("optdisco.errors", "optdisco.userdata"),  # leaves: the user-error type, the data directory
+    ("optdisco.errors", "optdisco.userdata", "optdisco.training"),  # leaves: the user-error type, the data
+    # directory, and the training-loop companions (batch sizes, zeroth-order gradients; torch only)
     ("optdisco.dsl",),
     ("optdisco.kernels",),
     ("optdisco.discovered",),

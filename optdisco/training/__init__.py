@@ -1,0 +1,12 @@
+"""Training-loop companions that leave the optimizer untouched: adaptive batch sizes
+(:mod:`.batch_size`) and zeroth-order gradients (:mod:`.zeroth_order`).
+
+They depend on torch only, so they sit at the bottom of the layers beside ``errors``; the
+evaluators use them to train candidates under growing batches or estimated gradients.
+"""
+
+from .batch_size import NormTestBatchSize, per_sample_gradients
+from .zeroth_order import ZerothOrderGradients, cge_estimate, rge_estimate
+
+__all__ = ["NormTestBatchSize", "per_sample_gradients", "ZerothOrderGradients", "cge_estimate",
+           "rge_estimate"]
