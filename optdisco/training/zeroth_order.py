@@ -147,3 +147,40 @@ class ZerothOrderGradients:
             p.grad = e
         self.evaluations += n
         return base
+
+
+def rge_rows(loss: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, *, mu: float, queries: int,
+             generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """RGE for many independent problems at once: ``x`` is ``(P, N)`` (one row per problem),
+    ``loss(x)`` returns the ``(P,)`` losses. Row ``i`` gets
+    ``1/q sum_k (loss(x + mu u_k)_i - loss(x)_i) / mu * u_k[i]`` with ``u_k ~ N(0, I)``.
+    Returns ``(estimates (P, N), loss(x), 1 + queries)`` (evaluations per problem)."""
+    if queries < 1:
+        raise ValueError(f"RGE needs queries >= 1, got {queries}")
+    with torch.no_grad():
+        base = loss(x)
+        est = torch.zeros_like(x)
+        for _ in range(queries):
+            u = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+            est.add_(u * ((loss(x + mu * u) - base) / (mu * queries)).unsqueeze(1))
+    return est, base, 1 + queries
+
+
+def cge_rows(loss: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, *, mu: float,
+             coords: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """CGE for many independent problems at once: ``x`` is ``(P, N)``, ``loss(x)`` the ``(P,)``
+    losses; for each coordinate ``j`` in ``coords`` (all if None), one evaluation moves column
+    ``j`` of every row: ``est[:, j] = (loss(x + mu e_j) - loss(x)) / mu``. Returns
+    ``(estimates, loss(x), 1 + len(coords))`` (evaluations per problem)."""
+    cols = range(x.shape[1]) if coords is None else coords.tolist()
+    with torch.no_grad():
+        base = loss(x)
+        est = torch.zeros_like(x)
+        y = x.clone()
+        n = 1
+        for j in cols:
+            y[:, j] = x[:, j] + mu
+            est[:, j] = (loss(y) - base) / mu
+            y[:, j] = x[:, j]
+            n += 1
+    return est, base, n

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import optdisco
-from optdisco.training import ZerothOrderGradients, cge_estimate, rge_estimate
+from optdisco.training import ZerothOrderGradients, cge_estimate, cge_rows, rge_estimate, rge_rows
 
 
 def _smooth_problem():
@@ -92,3 +92,29 @@ def test_any_catalog_rule_trains_on_zeroth_order_gradients():
 def test_bad_settings_are_refused(kwargs):
     with pytest.raises(ValueError):
         ZerothOrderGradients([torch.zeros(3), torch.zeros(2)], **kwargs)
+
+
+def test_row_estimators_equal_the_per_problem_ones_row_by_row():
+    torch.manual_seed(2)
+    A = torch.randn(3, 6, dtype=torch.float64)
+
+    def rows_loss(x, a=A):                  # (P, N) -> (P,)
+        return (torch.sin(x) * a).sum(dim=1) + (x ** 2).sum(dim=1)
+
+    x = torch.randn(3, 6, dtype=torch.float64)
+    coords = torch.tensor([0, 2, 5])
+    est, base, n = cge_rows(rows_loss, x, mu=1e-4, coords=coords)
+    assert n == 4
+    for i in range(3):
+        p = x[i].clone()
+        mask = torch.zeros(6, dtype=torch.bool)
+        mask[coords] = True
+        one, one_base, _ = cge_estimate(lambda p=p, i=i: rows_loss(p.unsqueeze(0), A[i:i + 1])[0], [p], mu=1e-4,
+                                        masks=[mask])
+        torch.testing.assert_close(est[i], one[0], rtol=1e-9, atol=1e-12)
+        assert float(base[i]) == one_base
+    est_r, _, n_r = rge_rows(rows_loss, x, mu=1e-5, queries=3000, generator=torch.Generator().manual_seed(0))
+    assert n_r == 3001
+    true = torch.cos(x) * A + 2 * x
+    cos = torch.nn.functional.cosine_similarity(est_r, true, dim=1)
+    assert bool((cos > 0.9).all()), cos
