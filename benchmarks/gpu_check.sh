@@ -36,7 +36,7 @@ step() {  # step NAME COMMAND...: run it, remember its status and time
 }
 step "kernel tests" "$PY" -m pytest -q tests/kernels
 step "kernel bench" "$PY" benchmarks/bench_kernels.py "$@"
-BEST=$("$PY" -c "from optdisco.search.validate_support import best_found_rule; print(best_found_rule() or 'lion')")
+BEST=$("$PY" -c "from optdisco.validation.targets import best_found_rule; print(best_found_rule() or 'lion')")
 echo "validate: adamw, lion, best found rule: $BEST"
 step "validate" timeout "$VALIDATE_SECONDS" "$PY" -m optdisco.cli validate "$BEST" --scale gpu "${VALIDATE_ARGS[@]}" -o "$OUT"
 echo

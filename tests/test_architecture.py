@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1] / "optdisco"
 
 # Lowest first. A module belongs to the longest prefix listed here; what is not listed
-# (optdisco/__init__.py, optdisco/cli.py, optdisco/catalog.py, ...) is the top layer.
+# (optdisco/__init__.py, optdisco/cli/, optdisco/catalog.py) is the top layer.
 LAYERS: list[tuple[str, ...]] = [
     ("optdisco.errors", "optdisco.userdata", "optdisco.training"),  # leaves: the user-error type, the data
     # directory, and the training-loop companions (batch sizes, zeroth-order gradients; torch only)
@@ -33,6 +33,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("optdisco.discovered",),
     ("optdisco.evaluators",),
     ("optdisco.search",),            # includes optdisco.search.learned
+    ("optdisco.validation",),        # reads campaign stores, runs learned optimizers
 ]
 TOP = len(LAYERS)
 
@@ -263,6 +264,7 @@ def test_scanner_resolves_relative_and_local_imports() -> None:
                for e in edges)
     assert layer_of("optdisco.search.learned.es") == layer_of("optdisco.search")
     assert layer_of("optdisco.cli") == TOP and layer_of("optdisco.dsl.ir") == 1
+    assert layer_of("optdisco.search") < layer_of("optdisco.validation.run") < TOP
 
 
 def test_no_import_points_up_the_layers() -> None:

@@ -154,7 +154,7 @@ def cmd_learn(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """Validate rules at scale against tuned AdamW and Lion; one HTML report, resumable."""
-    from ..search.validate_support import run_validate
+    from ..validation.command import run_validate
     specs = [*(args.rules or []), *(f"learned:{p}" for p in args.learned or [])]
     run_validate(specs, scale=args.scale, seeds=args.seeds, budget=args.budget, tune_budget=args.tune_budget,
                  tasks=args.task, device=args.device, dtype=args.dtype, backend=args.backend,

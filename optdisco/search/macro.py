@@ -40,6 +40,7 @@ from .mutate import (
     apply,
     checked,
     mutate,
+    replace_reads,
 )
 
 Site = tuple[int, tuple[int, ...]]
@@ -201,25 +202,6 @@ def _moving_averages(p: Program) -> dict[str, tuple[int, Expr, Expr]]:
     return out
 
 
-def _substitute_reads(p: Program, name: str, new: Expr, start: int) -> Program:
-    """Every read of ``name`` in statements after ``start`` and in the update replaced by ``new``
-    (a statement assigning ``name`` again ends the replacement)."""
-
-    def sub(e: Expr) -> Expr:
-        if isinstance(e, Name):
-            return new if e.id == name else e
-        if isinstance(e, Call):
-            return Call(e.fn, tuple(sub(a) for a in e.args))
-        return e
-
-    body = list(p.body)
-    for i in range(start + 1, len(body)):
-        body[i] = Assign(body[i].target, sub(body[i].expr))
-        if body[i].target == name:
-            return replace(p, body=tuple(body))
-    return replace(p, body=tuple(body), update=sub(p.update))
-
-
 def _reads_after(p: Program, name: str, start: int) -> bool:
     exprs = [a.expr for a in p.body[start + 1:]] + [p.update]
     return any(isinstance(n, Name) and n.id == name for e in exprs for n in e.walk())
@@ -244,7 +226,7 @@ def bias_correct(p: Program, rng: np.random.Generator, space: Space, *,
             raise Redraw
         last, _, beta = averages[s]
         corrected = Call("div", (Name(s), Call("sub", (Const(1.0), Call("pow", (beta, Name("step")))))))
-        q = _substitute_reads(q, s, corrected, last)
+        q = replace_reads(q, s, corrected, last + 1)
     return q
 
 
@@ -256,7 +238,7 @@ def nesterov(p: Program, rng: np.random.Generator, space: Space, *, state: str |
         raise Redraw
     state = state if state is not None else _pick(rng, sorted(averages))
     last, x, beta = averages[state]
-    return _substitute_reads(p, state, Call("interp", (x, Name(state), beta)), last)
+    return replace_reads(p, state, Call("interp", (x, Name(state), beta)), last + 1)
 
 
 def decoupled_weight_decay(p: Program, rng: np.random.Generator, space: Space, *,

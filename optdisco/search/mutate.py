@@ -188,11 +188,14 @@ def delete_statement(p: Program, rng: np.random.Generator, space: Space) -> Prog
     if stmt.target not in available(q, pos):
         leaves = [n.id for n in stmt.expr.walk() if isinstance(n, Name) and n.id in available(q, pos)]
         substitute = Name(leaves[0] if leaves else "g")
-        q = _rename_reads(q, stmt.target, substitute, start=pos)
+        q = replace_reads(q, stmt.target, substitute, start=pos)
     return q
 
 
-def _rename_reads(p: Program, old: str, new: Expr, start: int = 0) -> Program:
+def replace_reads(p: Program, old: str, new: Expr, start: int = 0) -> Program:
+    """``p`` with every read of ``old`` replaced by ``new`` in the statements from index ``start``
+    on and in the update; a statement that assigns ``old`` again ends the replacement."""
+
     def sub(e: Expr) -> Expr:
         if isinstance(e, Name):
             return new if e.id == old else e
@@ -304,7 +307,7 @@ def remove_state(p: Program, rng: np.random.Generator, space: Space) -> Program:
     body = [s for s in p.body if s.target != name]
     q = replace(p, state_names=tuple(s for s in p.state_names if s != name), body=tuple(body))
     substitute = next((n for n in leaves if n in available(q, 0)), "g")
-    return _rename_reads(q, name, Name(substitute))
+    return replace_reads(q, name, Name(substitute))
 
 
 MUTATIONS: dict[str, Callable[[Program, np.random.Generator, Space], Program]] = {

@@ -8,9 +8,7 @@ AdamW, the leaderboard with the funnel stages, and the winner's lineage from its
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 import math
 from pathlib import Path
@@ -18,24 +16,8 @@ from typing import Any
 
 from .classify import stored_class
 from .leaderboard import rejections_text, references, rows
+from .plots import png_img, pyplot
 from .store import Store
-
-
-def _png(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    # optional (the search extra); only the plots need it
-    import matplotlib.pyplot as plt
-    plt.close(fig)
-    return f'<img class="plot" alt="plot" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}"/>'
-
-
-def _plt():
-    # optional (the search extra); only the plots need it
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # after use("Agg"), which must come first
-    return plt
 
 
 def best_so_far(store: Store) -> dict[str, list[float]]:
@@ -50,7 +32,7 @@ def best_so_far(store: Store) -> dict[str, list[float]]:
 
 
 def plot_progress(store: Store) -> str:
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
     for arm, ys in sorted(best_so_far(store).items()):
         ax.step(range(1, len(ys) + 1), ys, where="post", label=f"{arm} ({len(ys)} evaluations)")
@@ -59,7 +41,7 @@ def plot_progress(store: Store) -> str:
     ax.set_ylabel("best fitness so far")
     ax.set_title("best fitness vs evaluations: evolution beside random search")
     ax.legend()
-    return _png(fig)
+    return png_img(fig)
 
 
 def pareto(points: list[tuple[int, float]]) -> list[tuple[int, float]]:
@@ -74,7 +56,7 @@ def pareto(points: list[tuple[int, float]]) -> list[tuple[int, float]]:
 
 
 def plot_pareto(store: Store) -> str:
-    plt = _plt()
+    plt = pyplot()
     # only this plot needs it
     import numpy as np
     pts = [(r.n_states, r.fitness) for r in store.scored_search_programs()]
@@ -89,7 +71,7 @@ def plot_pareto(store: Store) -> str:
     ax.set_ylabel("fitness")
     ax.set_title("fitness vs state memory")
     ax.legend()
-    return _png(fig)
+    return png_img(fig)
 
 
 def _curves(ev: dict[str, Any] | None) -> dict[str, list[float]]:
@@ -116,7 +98,7 @@ def plot_curves(store: Store, winners: list[int]) -> str:
     """Loss curves of the winners and of AdamW from the same evaluation settings: the last
     funnel stage that evaluated a winner (AdamW runs beside them there)."""
     from .cache import settings_key
-    plt = _plt()
+    plt = pyplot()
     series: dict[str, dict[str, list[float]]] = {}
     title = ""
     for stage in reversed(json.loads(store.get_meta("funnel") or "[]")):
@@ -156,7 +138,7 @@ def plot_curves(store: Store, winners: list[int]) -> str:
         ax.legend(fontsize=8)
     fig.suptitle("training curves of the winners beside tuned AdamW" + title, y=1.0 + 0.03 / n_rows)
     fig.tight_layout()
-    return _png(fig)
+    return png_img(fig)
 
 
 def lineage_html(store: Store, pid: int) -> str:
@@ -170,14 +152,14 @@ def lineage_html(store: Store, pid: int) -> str:
 
 
 def plot_lineage(store: Store, pid: int) -> str:
-    plt = _plt()
+    plt = pyplot()
     steps = list(reversed(store.lineage(pid)))
     fig, ax = plt.subplots(figsize=(6.5, 3.0))
     ax.plot(range(len(steps)), [r.fitness if r.fitness is not None else float("nan") for r in steps], "o-")
     ax.set_xticks(range(len(steps)), [f"#{r.id}" for r in steps], rotation=45, fontsize=7)
     ax.set_ylabel("fitness")
     ax.set_title("the winner's lineage, from its start")
-    return _png(fig)
+    return png_img(fig)
 
 
 #: The page's style. Plots never overflow the page (img.plot), rule sources wrap, and each

@@ -19,7 +19,7 @@ from ..dsl import DSLError, parse
 from ..dsl.builtins import BUILTINS
 from ..dsl.interpreter import TORCH_IMPL
 from ..dsl.ir import Assign, Call, Const, Expr, Name, Program
-from .mutate import Redraw, Space, _rename_reads, available, checked
+from .mutate import Redraw, Space, available, checked, replace_reads
 
 
 def _reads(e: Expr) -> set[str]:
@@ -258,10 +258,10 @@ def removals(p: Program, space: Space | None = None) -> list[tuple[str, Program]
         if stmt.target not in available(q, i):  # a new name: its readers need a replacement
             names = [n for n in _reads(stmt.expr) if n in available(q, i)]
             ordered = [n.id for n in stmt.expr.walk() if isinstance(n, Name) and n.id in names]
-            q = _rename_reads(q, stmt.target, Name(ordered[0] if ordered else "g"), start=i)
+            q = replace_reads(q, stmt.target, Name(ordered[0] if ordered else "g"), start=i)
         if stmt.target in p.state_names and all(s.target != stmt.target for s in body):
             q = replace(q, state_names=tuple(s for s in q.state_names if s != stmt.target))
-            q = _rename_reads(q, stmt.target, Name("g"))
+            q = replace_reads(q, stmt.target, Name("g"))
         try:
             q = remove_dead_code(checked(q, space))
         except (Redraw, DSLError):

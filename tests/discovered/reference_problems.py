@@ -64,3 +64,19 @@ def assert_paths_close(got: list[torch.Tensor], want: list[torch.Tensor], rtol: 
         err = (a - b).abs().max().item()
         scale = max(b.abs().max().item(), 1e-300)
         assert err <= rtol * scale, f"step {t}: max |diff| = {err:.3e}, relative {err / scale:.3e}"
+
+
+def assert_rule_matches_reference(program: Program, hyper: dict | None, reference: Callable[[torch.Tensor, Grad], list],
+                                  problem: str, steps: int, lr: float, *, rtol: float,
+                                  stable_rtol: float) -> None:
+    """The rule's float64 iterates on ``PROBLEMS[problem]`` agree with ``reference(w0, grad)`` to
+    ``rtol``, where the comparison means something: the reference from a start perturbed by
+    1e-15 stays within ``stable_rtol`` of itself (sign rules near a zero coordinate would not),
+    and the reference moves the weights by more than 1e-3 (else any rule that barely moves
+    would pass)."""
+    w0, grad = PROBLEMS[problem]()
+    want = reference(w0, grad)
+    assert_paths_close(reference(w0 * (1 + 1e-15), grad), want, stable_rtol)
+    got = rule_path(program, w0, grad, steps, lr, hyper)
+    assert_paths_close(got, want, rtol)
+    assert (want[-1] - w0).abs().max() > 1e-3, "the reference barely moved: a weak test"

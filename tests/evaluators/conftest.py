@@ -1,44 +1,6 @@
 import pytest
-import torch
-
-import optdisco
-
-LION = optdisco.parse('''
-def lion(w, g, m, *, beta1=0.9, beta2=0.99, wd=0.0):
-    """Lion."""
-    c = interp(g, m, beta1)
-    u = sign(c) + wd * w
-    m = interp(g, m, beta2)
-    return u, m
-''')
-SGD = optdisco.parse('''
-def sgd(w, g):
-    """Plain gradient descent."""
-    return g
-''')
-NORMED = optdisco.parse('''
-def normed(w, g, m, *, beta=0.9):
-    """Momentum normalized per tensor (exercises the per-tensor path)."""
-    m = interp(g, m, beta)
-    u = m / (norm(m) + 1e-8) * sqrt(numel(m))
-    return u, m
-''')
-EXPLODER = optdisco.parse('''
-def exploder(w, g):
-    """Pushes the weights away exponentially: diverges at any learning rate."""
-    return -1000000.0 * (w + 1.0)
-''')
-
-
-@pytest.fixture
-def rules():
-    """Rule programs shared by the evaluator tests."""
-    return {"lion": LION, "sgd": SGD, "normed": NORMED, "exploder": EXPLODER}
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def _one_thread(one_torch_thread):
+    """Every test of this directory runs torch on one thread (tests/conftest.py)."""

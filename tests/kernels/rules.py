@@ -1,14 +1,6 @@
 """Rule texts the kernel tests run (until and besides the catalog)."""
 
-ADAMW = '''
-def adamw(w, g, m, v, *, beta1=0.9, beta2=0.999, eps=1e-8, wd=0.01):
-    m = interp(g, m, beta1)
-    v = interp(square(g), v, beta2)
-    mhat = m / (1.0 - beta1 ** step)
-    vhat = v / (1.0 - beta2 ** step)
-    u = mhat / (sqrt(vhat) + eps) + wd * w
-    return u, m, v
-'''
+from optdisco.discovered.references import ADAMW_SOURCE as ADAMW  # the one reference AdamW text
 
 LION = '''
 def lion(w, g, m, *, beta1=0.9, beta2=0.99, wd=0.0):

@@ -1,9 +1,11 @@
-"""The HTML report of ``optdisco validate``: one self-contained file, plots inlined as PNGs.
+"""The report of ``optdisco validate``: one self-contained HTML file (plots inlined as PNGs),
+and the summary table printed at the end of a run.
 
 Sections: settings and contenders; final validation loss with 95% t-intervals over seeds
 per workload; training curves (seed mean, shaded from the lowest to the highest seed);
 steps to match AdamW and the speedup; tuned learning rates (with every rate tried); time
-per optimizer step and optimizer-state memory. Plot helpers are the campaign report's.
+per optimizer step and optimizer-state memory. The plots go through
+:mod:`optdisco.search.plots`, as the campaign report's do.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ import html
 import math
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
-from ..evaluators.validate import Validation, mean_curve
-from .report import _plt, _png
+from ..search.plots import png_img, pyplot
+from .run import Validation, mean_curve
 
 SECTIONS = ("Final validation loss", "Training curves", "Steps to match AdamW", "Tuned learning rates",
             "Time per step and optimizer-state memory")
@@ -70,7 +73,7 @@ def plot_curves(val: Validation) -> str:
     tasks = [t for t in val.tasks if any((c.name, t) in val.results for c in val.contenders)]
     if not tasks:
         return "<p>No finished workloads.</p>"
-    plt = _plt()
+    plt = pyplot()
     cols = min(3, len(tasks))
     nrows = math.ceil(len(tasks) / cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(4.6 * cols, 3.4 * nrows), squeeze=False)
@@ -98,7 +101,7 @@ def plot_curves(val: Validation) -> str:
     for ax in list(axes.flat)[len(tasks):]:
         ax.axis("off")
     fig.tight_layout()
-    return _png(fig)
+    return png_img(fig)
 
 
 def speedup_table(val: Validation) -> str:
@@ -183,3 +186,31 @@ def write_validation_report(val: Validation, out: str | Path, *, results_path: s
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(parts), encoding="utf-8")
     return path
+
+
+def summary_table(val: Validation) -> Any:
+    """A rich table: per workload and contender, loss [95% CI], speedup, tuned rate, ms/step, state."""
+    # the live display only; rich is slow to import
+    from rich.table import Table
+
+    s = val.settings
+    table = Table(title=f"optdisco validate: {s.scale} scale, {s.seeds} seed{'s' if s.seeds != 1 else ''}, "
+                        f"budget {s.budget:g}, {s.device} {s.dtype}")
+    table.add_column("workload", min_width=max(len(t) for t in val.tasks))
+    table.add_column("contender", min_width=max(len(c.name) for c in val.contenders))
+    for col in ("val loss [95% CI]", "vs AdamW", "lr", "ms/step", "state MiB"):
+        table.add_column(col, justify="left" if col == "vs AdamW" else "right")
+    for task in val.tasks:
+        for c in val.contenders:
+            w = val.results.get((c.name, task))
+            if w is None:
+                table.add_row(task, c.name, "missing", "", "", "", "")
+                continue
+            mean, lo, hi = w.interval
+            loss = f"{mean:.4g}" + (f" [{lo:.4g}, {hi:.4g}]" if lo != hi else "") if math.isfinite(mean) else "failed"
+            table.add_row(task, c.name, loss,
+                          speedup_text(val, c.name, task).replace("&lt;", "<") if c.name != "adamw" else "",
+                          f"{w.lr:.3g}", f"{1e3 * w.step_seconds:.3f}" if math.isfinite(w.step_seconds) else "",
+                          f"{w.state_bytes / 2**20:.2f}")
+        table.add_section()
+    return table

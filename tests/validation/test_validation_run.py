@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from optdisco.evaluators import ADAMW, Run, get_task, train
-from optdisco.evaluators.validate import (ResultsFile, Settings, mean_curve, rule_contender, steps_to_reach,
-                                          t_interval, train_unit, validate)
+from optdisco.validation.run import (ResultsFile, Settings, mean_curve, state_bytes, steps_to_reach, t_interval,
+                                     train_unit, unit_key, validate)
+from optdisco.validation.targets import rule_contender
 
 TINY = Settings(seeds=2, budget=0.05, grid=(1e-3, 1e-2, 1e-1), extend=1, n_evals=4)
 
@@ -91,7 +92,6 @@ def test_a_rule_equal_to_a_baseline_runs_once(tmp_path):
 
 
 def test_results_key_separates_settings(tmp_path):
-    from optdisco.evaluators.validate import unit_key
     c, task = rule_contender(ADAMW), get_task("logreg")
     keys = {unit_key(c, task, s, 10, 0, 1e-3, 4) for s in (TINY, Settings(dtype="bf16"), Settings(scale="gpu"))}
     assert len(keys) == 3
@@ -103,5 +103,4 @@ def test_state_bytes_counts_float32_states_not_steps():
     opt = rule_contender(ADAMW).make([w], 1e-3)
     w.grad = torch.ones_like(w)
     opt.step()
-    from optdisco.evaluators.validate import state_bytes
     assert state_bytes(opt) == 2 * 10 * 4

@@ -1,25 +1,26 @@
-"""Validation at scale: rules against tuned AdamW and Lion with a real torch training loop.
+"""The runs of ``optdisco validate``: contenders against tuned AdamW and Lion, trained with a
+real torch loop.
 
-Per contender (a rule, a baseline, or a learned optimizer) and workload (a task at
-"cpu" or "gpu" scale):
+Per contender (a rule, a baseline, or a learned optimizer; :mod:`.targets`) and workload
+(a task at "cpu" or "gpu" scale):
 
 1. **Tuning** (identical for every contender): seed 0 at ``tune_budget`` times the
    validation steps, on the log grid ``grid``; then the best rate times and divided by
    ``refine``; while the best is the largest (smallest) rate tried, up to ``extend`` more
    steps outward. The lowest final validation loss wins (ties: the smaller rate). This
-   is :func:`.tuning.tune`'s procedure, run one training at a time.
+   is :func:`optdisco.evaluators.tuning.tune`'s procedure, run one training at a time.
 2. **Validation**: seeds 0..N-1 at the full steps and the tuned rate.
 
 Each training (:func:`train_unit`) is an ordinary torch loop: the task's parameters are
 leaf tensors (bf16 on GPU by default, with float32 optimizer states) updated by
 ``optimizer.step()`` of an ``optdisco.Optimizer`` (``backend="auto"``: the Triton
 kernels on CUDA, the CPU fast path otherwise), under autocast for 16-bit parameters. It
-uses the batched evaluator's initialization, minibatches (same generators), schedule
-(warmup then cosine, :func:`.train.schedule`) and divergence rule, so with the
-interpreter backend in float32 it reproduces :func:`.train.train` for the same rule,
-rate and seed. It records the validation-loss curve at ``n_evals`` points, the median
-wall time of ``optimizer.step()`` (with ``torch.cuda.synchronize`` on GPU) and the bytes
-of optimizer state.
+uses the batched evaluator's initialization, minibatches (same generators), schedule (warmup
+then cosine, :func:`optdisco.evaluators.train.schedule`) and divergence rule, so with the
+interpreter backend in float32 it reproduces :func:`optdisco.evaluators.train.train` for
+the same rule, rate and seed. It records the validation-loss curve at ``n_evals`` points,
+the median wall time of ``optimizer.step()`` (with ``torch.cuda.synchronize`` on GPU) and
+the bytes of optimizer state.
 
 Every finished training is appended to a results file (JSON lines) keyed by contender
 identity (the rule's functional fingerprint, or the learned weights' SHA-256), task,
@@ -45,48 +46,14 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from ..dsl import Program
-from .tasks import Task, get_task
-from .train import EXPLODE, schedule, seed_generator
-from .tuning import DEFAULT_LR_GRID, REFINE
+from ..discovered.optimizer import state_nbytes
+from ..evaluators.tasks import Task, get_task
+from ..evaluators.train import EXPLODE, schedule, seed_generator
+from ..evaluators.tuning import DEFAULT_LR_GRID, REFINE
+from .targets import Contender, MakeOptimizer, baselines
 
 #: Version of the training loop and result format; part of every results-file key.
 VERSION = 1
-
-MakeOptimizer = Callable[[list[torch.Tensor], float], torch.optim.Optimizer]
-
-
-@dataclass(frozen=True)
-class Contender:
-    """Something to validate: a display name, an identity for the results file, and a factory
-    ``make(params, lr)`` returning a ``torch.optim.Optimizer`` over ``params``."""
-
-    name: str
-    key: str
-    make: MakeOptimizer
-    kind: str = "rule"          # "rule", "baseline" or "learned"
-    source: str = ""            # rule text, or the learned weights' path (for the report)
-    origin: str = ""            # what the user wrote: catalog name, file, DB:ID, learned:PATH
-
-
-def rule_contender(program: Program, *, name: str | None = None, kind: str = "rule", origin: str = "",
-                   backend: str = "auto") -> Contender:
-    """A rule as a contender, run by ``optdisco.Optimizer(params, program, lr, backend=backend)``."""
-    from ..discovered.optimizer import Optimizer
-
-    def make(params: list[torch.Tensor], lr: float) -> torch.optim.Optimizer:
-        return Optimizer(params, program, lr=lr, backend=backend, seed=0)
-
-    return Contender(name or program.name, f"rule:{program.fingerprint()}", make, kind,
-                     program.source(), origin or program.name)
-
-
-def baselines(backend: str = "auto") -> list[Contender]:
-    """Tuned AdamW (the evaluators' fixed copy) and Lion (the catalog's), the reference contenders."""
-    from ..discovered import catalog
-    from .baseline import ADAMW
-    return [rule_contender(ADAMW, name="adamw", kind="baseline", backend=backend),
-            rule_contender(catalog.get("lion"), name="lion", kind="baseline", backend=backend)]
 
 
 @dataclass
@@ -179,7 +146,6 @@ _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 def state_bytes(opt: torch.optim.Optimizer) -> int:
     """Bytes of the optimizer's per-parameter state tensors (step counters excluded)."""
-    from ..discovered.optimizer import state_nbytes
     return state_nbytes(opt)
 
 
@@ -188,9 +154,9 @@ def train_unit(task: Task, make: MakeOptimizer, lr: float, seed: int, steps: int
                on_step: Callable[[int], None] | None = None) -> Unit:
     """Train ``task`` once with the optimizer ``make(params, lr)`` (see the module doc).
 
-    The learning rate at step t is lr * :func:`.train.schedule` (t, steps). A run stops as
-    failed when its training loss is non-finite or above EXPLODE times its first value, or
-    when its parameters or validation loss become non-finite.
+    The learning rate at step t is lr * :func:`optdisco.evaluators.train.schedule` (t, steps).
+    A run stops as failed when its training loss is non-finite or above EXPLODE times its
+    first value, or when its parameters or validation loss become non-finite.
     """
     dev = torch.device(task.device)
     pdtype = _DTYPES[dtype]
