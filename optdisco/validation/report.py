@@ -3,8 +3,9 @@ and the summary table printed at the end of a run.
 
 Sections: settings and contenders; final validation loss with 95% t-intervals over seeds
 per workload; training curves (seed mean, shaded from the lowest to the highest seed);
-steps to match AdamW and the speedup; tuned learning rates (with every rate tried); time
-per optimizer step and optimizer-state memory. The plots go through
+steps to match AdamW and the speedup; time to result (steps and seconds to AdamW's final
+loss) with AlgoPerf-style performance profiles; tuned learning rates (with every rate
+tried); time per optimizer step and optimizer-state memory. The plots go through
 :mod:`optdisco.search.plots`, as the campaign report's do.
 """
 
@@ -17,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from ..search.plots import png_img, pyplot
-from .run import Validation, mean_curve
+from .run import PROFILE_TAU_MAX, Validation, mean_curve, performance_profiles, profile_scores
 
 SECTIONS = ("Final validation loss", "Training curves", "Steps to match AdamW", "Tuned learning rates",
-            "Time per step and optimizer-state memory")
+            "Time per step and optimizer-state memory", "Time to result")
 
 
 def _num(x: float | None, digits: int = 4) -> str:
@@ -110,6 +111,39 @@ def speedup_table(val: Validation) -> str:
                                           for t in val.tasks])
 
 
+def time_to_result_text(val: Validation, contender: str, task: str) -> str:
+    """'120 steps, 3.4 s', 'never', or '—' when there is nothing to compare."""
+    if val.results.get((contender, task)) is None or val.results.get(("adamw", task)) is None:
+        return "—"
+    at, sec = val.time_to_result(contender, task)
+    if at is None:
+        return "never"
+    return f"{at} steps, {sec:.3g} s" if sec is not None else f"{at} steps"
+
+
+def time_to_result_table(val: Validation) -> str:
+    names = [c.name for c in val.contenders]
+    scores = profile_scores(val)
+    rows = [[html.escape(t), *[time_to_result_text(val, n, t) for n in names]] for t in val.tasks]
+    rows.append([f"<b>profile score</b> (τ ≤ {PROFILE_TAU_MAX:g})", *[f"<b>{scores[n]:.3f}</b>" for n in names]])
+    return _table(["workload", *names], rows)
+
+
+def plot_profiles(val: Validation) -> str:
+    """rho(tau) per contender for tau in [1, 2 tau_max], a step plot."""
+    plt = pyplot()
+    taus = [1.0 + (2 * PROFILE_TAU_MAX - 1.0) * i / 400 for i in range(401)]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for name, rho in performance_profiles(val, taus).items():
+        ax.step(taus, rho, where="post", label=name)
+    ax.set_xlabel("τ (seconds to AdamW's final loss / fastest contender's)")
+    ax.set_ylabel("share of workloads")
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return png_img(fig)
+
+
 def lr_table(val: Validation) -> str:
     names = [c.name for c in val.contenders]
     rows = []
@@ -171,6 +205,13 @@ def write_validation_report(val: Validation, out: str | Path, *, results_path: s
         "<p>The first recorded step at which the seed-mean validation loss reaches AdamW's final seed-mean "
         "loss; the speedup is AdamW's steps divided by it (same schedule length for both).</p>",
         speedup_table(val),
+        f"<h2>{SECTIONS[5]}</h2>",
+        "<p>Steps and seconds until the seed-mean validation loss reaches tuned AdamW's final seed-mean loss "
+        "(never: it does not); seconds are the median training's wall time times the share of its steps. "
+        "Performance profile: ρ(τ) is the share of workloads on which a contender is within τ times the "
+        "fastest contender's seconds; the score is the mean of ρ over τ in [1, "
+        f"{PROFILE_TAU_MAX:g}] (AlgoPerf).</p>",
+        time_to_result_table(val), plot_profiles(val),
         f"<h2>{SECTIONS[3]}</h2><p>Tuned peak rate (bold), then every rate tried: its seed-0 tuning loss.</p>",
         lr_table(val),
         f"<h2>{SECTIONS[4]}</h2>",
@@ -189,7 +230,8 @@ def write_validation_report(val: Validation, out: str | Path, *, results_path: s
 
 
 def summary_table(val: Validation) -> Any:
-    """A rich table: per workload and contender, loss [95% CI], speedup, tuned rate, ms/step, state."""
+    """A rich table: per workload and contender, loss [95% CI], speedup, time to AdamW's final loss,
+    tuned rate, ms/step, state; the performance-profile scores as its caption."""
     # the live display only; rich is slow to import
     from rich.table import Table
 
@@ -198,19 +240,23 @@ def summary_table(val: Validation) -> Any:
                         f"budget {s.budget:g}, {s.device} {s.dtype}")
     table.add_column("workload", min_width=max(len(t) for t in val.tasks))
     table.add_column("contender", min_width=max(len(c.name) for c in val.contenders))
-    for col in ("val loss [95% CI]", "vs AdamW", "lr", "ms/step", "state MiB"):
-        table.add_column(col, justify="left" if col == "vs AdamW" else "right")
+    for col in ("val loss [95% CI]", "vs AdamW", "to AdamW's loss", "lr", "ms/step", "state MiB"):
+        table.add_column(col, justify="left" if col in ("vs AdamW", "to AdamW's loss") else "right")
     for task in val.tasks:
         for c in val.contenders:
             w = val.results.get((c.name, task))
             if w is None:
-                table.add_row(task, c.name, "missing", "", "", "", "")
+                table.add_row(task, c.name, "missing", "", "", "", "", "")
                 continue
             mean, lo, hi = w.interval
             loss = f"{mean:.4g}" + (f" [{lo:.4g}, {hi:.4g}]" if lo != hi else "") if math.isfinite(mean) else "failed"
             table.add_row(task, c.name, loss,
                           speedup_text(val, c.name, task).replace("&lt;", "<") if c.name != "adamw" else "",
+                          time_to_result_text(val, c.name, task),
                           f"{w.lr:.3g}", f"{1e3 * w.step_seconds:.3f}" if math.isfinite(w.step_seconds) else "",
                           f"{w.state_bytes / 2**20:.2f}")
         table.add_section()
+    scores = profile_scores(val)
+    table.caption = ("performance-profile score (AlgoPerf, tau <= " + f"{PROFILE_TAU_MAX:g}): "
+                     + ", ".join(f"{c.name} {scores[c.name]:.3f}" for c in val.contenders))
     return table

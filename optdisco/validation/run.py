@@ -31,6 +31,15 @@ Statistics: 95% t-intervals over seeds, mean +- t_{0.975, n-1} s / sqrt(n) (none
 seed); "steps to match AdamW" is the first recorded step at which a contender's
 seed-mean curve reaches AdamW's seed-mean final loss, and the speedup is AdamW's steps
 divided by it.
+
+Time to result (AlgoPerf's measure): the steps and the seconds a contender needs to reach
+tuned AdamW's final seed-mean validation loss, "never" when its curve does not get there;
+the seconds are the median whole training's seconds times the share of its steps taken.
+Across workloads they are aggregated by performance profiles (Dolan and More; AlgoPerf):
+with ``t[c, w]`` contender c's seconds on workload w (inf for never) and
+``r[c, w] = t[c, w] / min_c' t[c', w]``, the profile is
+``rho_c(tau) = |{w : r[c, w] <= tau}| / |W|``, and the score is its area
+``1/(tau_max - 1) * integral_1^tau_max rho_c(tau) dtau`` (AlgoPerf uses tau_max = 4).
 """
 
 from __future__ import annotations
@@ -258,6 +267,7 @@ class Workload:
     step_seconds: float
     state_bytes: int
     steps: int
+    seconds: float = math.nan              # median over seeds of the whole training's seconds
 
     @property
     def interval(self) -> tuple[float, float, float]:
@@ -288,6 +298,15 @@ class Validation:
         at = steps_to_reach(mean_curve(me.curves), target)
         return at, (ref.steps / at if at else None)
 
+    def time_to_result(self, contender: str, task: str, reference: str = "adamw") -> tuple[int | None, float | None]:
+        """(steps, seconds) to reach the reference's final seed-mean loss, (None, None) for never;
+        seconds = the median training's seconds * steps / total steps."""
+        at, _ = self.speedup(contender, task, reference)
+        me = self.results.get((contender, task))
+        if at is None or me is None:
+            return None, None
+        return at, me.seconds * at / me.steps if math.isfinite(me.seconds) else None
+
     def summary(self, contender: str) -> dict[str, dict[str, Any]]:
         """Per task: loss mean and 95% interval, AdamW's mean, speedup, tuned rate, ms/step, state bytes."""
         out = {}
@@ -300,9 +319,41 @@ class Validation:
             at, speed = self.speedup(contender, task)
             out[task] = {"loss": mean, "ci": [lo, hi], "adamw_loss": ref.interval[0] if ref else None,
                          "steps_to_match_adamw": at, "speedup": speed, "lr": w.lr,
+                         "seconds_to_match_adamw": self.time_to_result(contender, task)[1],
                          "ms_per_step": 1e3 * w.step_seconds, "state_bytes": w.state_bytes,
                          "seeds": len(w.losses), "failure": w.failure}
         return out
+
+
+#: AlgoPerf's largest ratio to the best time that the profile score integrates to.
+PROFILE_TAU_MAX = 4.0
+
+
+def performance_profiles(val: Validation, taus: Sequence[float]) -> dict[str, list[float]]:
+    """Per contender, ``rho(tau)`` at each ``tau``: the share of workloads on which its seconds to
+    AdamW's final loss are within ``tau`` times the fastest contender's (never counts as inf)."""
+    names = [c.name for c in val.contenders]
+    ratios: dict[str, list[float]] = {n: [] for n in names}
+    for task in val.tasks:
+        times = {}
+        for n in names:
+            sec = val.time_to_result(n, task)[1]
+            times[n] = sec if sec is not None and sec > 0 else math.inf
+        best = min(times.values())
+        for n in names:
+            ratios[n].append(times[n] / best if math.isfinite(best) else math.inf)
+    return {n: [sum(r <= tau for r in rs) / len(rs) if rs else 0.0 for tau in taus] for n, rs in ratios.items()}
+
+
+def profile_scores(val: Validation, tau_max: float = PROFILE_TAU_MAX, points: int = 301) -> dict[str, float]:
+    """AlgoPerf's score per contender: the mean of ``rho(tau)`` over ``[1, tau_max]`` (trapezoids on
+    ``points`` evenly spaced taus), 1 for a contender fastest on every workload, 0 for never."""
+    taus = [1.0 + (tau_max - 1.0) * i / (points - 1) for i in range(points)]
+    out = {}
+    for n, rho in performance_profiles(val, taus).items():
+        area = sum((a + b) / 2 for a, b in zip(rho, rho[1:])) / (points - 1)
+        out[n] = area
+    return out
 
 
 def _unique(contenders: Sequence[Contender]) -> list[Contender]:
@@ -415,4 +466,5 @@ def _tune_and_validate(run: Callable[[float, int, int, int], Unit | None], setti
     return Workload(lr, losses, [u.loss for u in units], [list(u.curve) for u in units],  # type: ignore[union-attr]
                     f"{len(fails)} of {len(units)} seeds failed: {fails[0]}" if fails else None,
                     statistics.median(u.step_seconds for u in units),  # type: ignore[union-attr]
-                    max(u.state_bytes for u in units), steps)  # type: ignore[union-attr]
+                    max(u.state_bytes for u in units), steps,  # type: ignore[union-attr]
+                    statistics.median(u.seconds for u in units))  # type: ignore[union-attr]

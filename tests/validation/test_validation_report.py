@@ -16,7 +16,7 @@ def test_report_has_every_section_and_a_rerun_trains_nothing(tmp_path, capsys):
     text = out.read_text()
     for section in SECTIONS:
         assert f"<h2>{section}</h2>" in text
-    assert text.count("<img") == 1 and "t-interval" in text and ("not reached" in text or "x (" in text)
+    assert text.count("<img") == 2 and "profile score" in text and "t-interval" in text and ("not reached" in text or "x (" in text)
     for name in ("adamw", "lion", "sgd", "ho_quadratic", "ho_mixer"):
         assert name in text
     assert (tmp_path / "v.results.jsonl").exists()

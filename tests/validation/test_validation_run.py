@@ -104,3 +104,29 @@ def test_state_bytes_counts_float32_states_not_steps():
     w.grad = torch.ones_like(w)
     opt.step()
     assert state_bytes(opt) == 2 * 10 * 4
+
+
+def test_time_to_result_and_performance_profiles_on_a_hand_made_validation():
+    from types import SimpleNamespace
+
+    from optdisco.validation.run import Validation, Workload, performance_profiles, profile_scores
+
+    def workload(curve, seconds):
+        return Workload(1e-3, {}, [curve[-1][1]], [curve], None, 0.01, 0, 100, seconds)
+
+    val = Validation(TINY, [SimpleNamespace(name=n) for n in ("adamw", "a", "b")], ["t1", "t2"])
+    val.results = {("adamw", "t1"): workload([(50, 2.0), (100, 1.0)], 10.0),
+                   ("a", "t1"): workload([(50, 1.0), (100, 0.5)], 10.0),      # 50 steps, 5 s
+                   ("b", "t1"): workload([(50, 3.0), (100, 2.0)], 1.0),       # never
+                   ("adamw", "t2"): workload([(50, 2.0), (100, 1.0)], 10.0),  # 100 steps, 10 s
+                   ("a", "t2"): workload([(50, 2.0), (100, 1.0)], 40.0),      # 100 steps, 40 s
+                   ("b", "t2"): workload([(25, 1.0), (100, 0.2)], 8.0)}       # 25 steps, 2 s
+    assert val.time_to_result("a", "t1") == (50, 5.0)
+    assert val.time_to_result("b", "t1") == (None, None)
+    assert val.time_to_result("b", "t2") == (25, 2.0)
+    assert val.summary("a")["t2"]["seconds_to_match_adamw"] == 40.0
+    rho = performance_profiles(val, [1.0, 2.0, 5.0, 20.0])
+    assert rho == {"adamw": [0.0, 0.5, 1.0, 1.0], "a": [0.5, 0.5, 0.5, 1.0], "b": [0.5, 0.5, 0.5, 0.5]}
+    scores = profile_scores(val)
+    assert scores["a"] == pytest.approx(0.5) and scores["b"] == pytest.approx(0.5)
+    assert scores["adamw"] == pytest.approx(1 / 3, abs=0.01)
