@@ -6,7 +6,7 @@ evaluators use them to train candidates under growing batches or estimated gradi
 """
 
 from .batch_size import NormTestBatchSize, per_sample_gradients
-from .zeroth_order import ZerothOrderGradients, cge_estimate, cge_rows, rge_estimate, rge_rows
+from .zeroth_order import GradientSpec, ZerothOrderGradients, cge_estimate, cge_rows, rge_estimate, rge_rows
 
-__all__ = ["NormTestBatchSize", "per_sample_gradients", "ZerothOrderGradients", "cge_estimate", "cge_rows",
+__all__ = ["GradientSpec", "NormTestBatchSize", "per_sample_gradients", "ZerothOrderGradients", "cge_estimate", "cge_rows",
            "rge_estimate", "rge_rows"]

@@ -24,10 +24,63 @@ forward pass.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 
 METHODS = ("cge", "rge")
+
+
+@dataclass(frozen=True)
+class GradientSpec:
+    """Where training gradients come from: "backprop", or a zeroth-order estimator with its
+    settings, written ``"rge:queries=8,mu=0.001"`` or ``"cge:density=0.05,mu=0.001"``.
+
+    ``queries`` is RGE's ``q`` (``1 + q`` loss evaluations per step); ``density`` is the share
+    of coordinates CGE estimates each step (``1 + round(density * N)`` evaluations).
+    """
+
+    method: str = "backprop"
+    mu: float = 1e-3
+    queries: int = 8
+    density: float = 1.0
+
+    @classmethod
+    def parse(cls, text: str) -> "GradientSpec":
+        """The spec written as text (see the class docstring); ValueError for a bad one."""
+        method, _, rest = text.strip().partition(":")
+        if method not in ("backprop", *METHODS):
+            raise ValueError(f"unknown gradient source '{method}'; choose backprop, {', '.join(METHODS)}")
+        values: dict[str, float | int] = {}
+        for item in filter(None, (x.strip() for x in rest.split(","))):
+            key, eq, value = item.partition("=")
+            if not eq or key not in ("mu", "queries", "density") or method == "backprop":
+                raise ValueError(f"bad gradient setting '{item}' in '{text}'; {method} takes "
+                                 f"{'nothing' if method == 'backprop' else 'mu=, queries= (rge), density= (cge)'}")
+            try:
+                values[key] = int(value) if key == "queries" else float(value)
+            except ValueError:
+                raise ValueError(f"bad number in gradient setting '{item}'") from None
+        spec = cls(method, **values)  # type: ignore[arg-type]
+        if not (spec.mu > 0 and spec.queries >= 1 and 0 < spec.density <= 1):
+            raise ValueError(f"gradient settings out of range in '{text}': need mu > 0, queries >= 1, "
+                             "0 < density <= 1")
+        return spec
+
+    def text(self) -> str:
+        """The canonical text of this spec (what caches and stores key on)."""
+        if self.method == "backprop":
+            return "backprop"
+        extra = f"queries={self.queries}" if self.method == "rge" else f"density={self.density:g}"
+        return f"{self.method}:mu={self.mu:g},{extra}"
+
+    def evaluations(self, n: int) -> int:
+        """Loss evaluations per step for a problem of ``n`` scalars (1 for a backprop step)."""
+        if self.method == "rge":
+            return 1 + self.queries
+        if self.method == "cge":
+            return 1 + max(1, round(self.density * n))
+        return 1
 
 
 def _loss(f: Callable[[], torch.Tensor | float]) -> float:

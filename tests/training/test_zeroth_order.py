@@ -118,3 +118,16 @@ def test_row_estimators_equal_the_per_problem_ones_row_by_row():
     true = torch.cos(x) * A + 2 * x
     cos = torch.nn.functional.cosine_similarity(est_r, true, dim=1)
     assert bool((cos > 0.9).all()), cos
+
+
+def test_gradient_specs_parse_print_and_refuse_bad_text():
+    from optdisco.training import GradientSpec
+    assert GradientSpec.parse("backprop") == GradientSpec()
+    rge = GradientSpec.parse("rge:queries=4, mu=1e-4")
+    assert (rge.method, rge.queries, rge.mu) == ("rge", 4, 1e-4) and rge.evaluations(100) == 5
+    assert GradientSpec.parse(rge.text()) == rge
+    cge = GradientSpec.parse("cge:density=0.1")
+    assert cge.evaluations(100) == 11 and GradientSpec.parse(cge.text()) == cge
+    for bad in ("sgd", "rge:q=4", "rge:queries=x", "cge:density=0", "backprop:mu=1", "rge:mu"):
+        with pytest.raises(ValueError):
+            GradientSpec.parse(bad)
