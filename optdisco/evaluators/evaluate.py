@@ -10,6 +10,7 @@ become WORST_LOG_RATIO with a reason.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from typing import Sequence
 import torch
 
 from ..dsl import Program
+from ..training import GradientSpec
 from . import cache
 from .baseline import baseline_program
 from .fitness import (AGGREGATES, bootstrap_ci, log_ratio, mean_fitness, prob_beats,
@@ -92,7 +94,7 @@ def evaluate(programs: Sequence[Program], *, suite: str = "proxy", tasks: Sequen
              time_limit: float | None = None, cache_dir: "str | Path | None" = None,
              baseline: "str | Program" = "adamw", scale: str = "cpu", refine: float | None = REFINE,
              properties: bool = True, curves: bool = True, device: str = "cpu",
-             aggregate: str = "mean", threads: int = 1) -> list[Evaluation]:
+             aggregate: str = "mean", threads: int = 1, gradients: str = "backprop") -> list[Evaluation]:
     """Evaluate each program on the tasks of ``suite`` (or ``tasks``) against the tuned baseline.
 
     ``aggregate``: "mean" (fitness = mean over tasks of the log-ratios) or "standardized"
@@ -102,11 +104,15 @@ def evaluate(programs: Sequence[Program], *, suite: str = "proxy", tasks: Sequen
     ``seeds`` seeds 0..seeds-1; ``budget`` scales each task's default steps; ``time_limit``
     is seconds per program for the whole evaluation (a program over it fails the remaining
     tasks). All programs train together, batched, on ``device``; on CPU, ``threads`` cores
-    train different programs side by side (the numbers do not change with it). Returns one
+    train different programs side by side (the numbers do not change with it).
+    ``gradients``: "backprop", or a zeroth-order estimator (:class:`optdisco.training.GradientSpec`
+    text, e.g. "rge:queries=8,mu=0.001"); every program and the baseline then train on the
+    same estimates (the same random directions per seed). Returns one
     :class:`Evaluation` per program.
     """
     if aggregate not in AGGREGATES:
         raise ValueError(f"aggregate must be one of {AGGREGATES}, not {aggregate!r}")
+    gradients = GradientSpec.parse(gradients).text()
     t_start = time.perf_counter()
     names = list(tasks) if tasks else suite_tasks(suite)
     seed_list = list(range(max(1, seeds)))
@@ -119,6 +125,8 @@ def evaluate(programs: Sequence[Program], *, suite: str = "proxy", tasks: Sequen
 
     for name in names:
         task = get_task(name, scale, device)
+        if gradients != "backprop":
+            task = dataclasses.replace(task, gradients=gradients)
         steps = steps_for(task, budget)
         entry = baseline_entry(task, steps=steps, seeds=seed_list, rule=baseline, grid=lr_grid,
                                refine=refine, scale=scale, cache_dir=cache_dir, properties=properties)

@@ -46,6 +46,7 @@ class Task:
                                 # 3: cross-entropy's log-sum-exp written out for few classes
     examples_per_step: int = 0  # data per update (for data-equivalent speedups); batch_size if 0
     device: str = "cpu"         # where data live and training runs (init and sampling stay on CPU)
+    gradients: str = "backprop"  # or a zeroth-order estimator (optdisco.training.GradientSpec text)
 
     def on_device(self, x):
         """``x`` (a tensor or a Split) on the task's device, cached per object."""
@@ -66,8 +67,9 @@ class Task:
 
     @property
     def key(self) -> str:
-        """Identity for caches: name, version and sizes."""
-        return f"{self.name}-v{self.version}-p{self.n_params}-b{self.batch_size}"
+        """Identity for caches: name, version, sizes, and the gradient source when not backprop."""
+        key = f"{self.name}-v{self.version}-p{self.n_params}-b{self.batch_size}"
+        return key if self.gradients == "backprop" else f"{key}-{self.gradients}"
 
     def init(self, gen: torch.Generator) -> Params:
         """One problem's initial parameters, drawn from ``gen``."""

@@ -19,6 +19,7 @@ its runs with the error text. Other runs are unaffected.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 import zlib
@@ -30,6 +31,7 @@ import torch
 
 from ..dsl import Program
 from ..dsl.interpreter import cpu_threads
+from ..training import GradientSpec, cge_rows, rge_rows
 from . import workers
 from .tape import flat_layout, make_step
 from .tasks import Task, get_task
@@ -109,7 +111,7 @@ def train(task: Task, programs: Sequence[Program], runs: Sequence[Run], *, steps
     shape, which changes their rounding and would make a candidate's loss depend on the
     machine it ran on. On the small tasks this is also faster than torch's threading.
     """
-    kwargs = dict(steps=steps, n_evals=n_evals, time_limit=time_limit, keep_params=keep_params, dtype=dtype)
+    kwargs: dict = dict(steps=steps, n_evals=n_evals, time_limit=time_limit, keep_params=keep_params, dtype=dtype)
     if task.device != "cpu" or threads is None:
         return _train(task, programs, runs, **kwargs)
     parts = _deal_programs(runs, threads)
@@ -133,15 +135,21 @@ def train(task: Task, programs: Sequence[Program], runs: Sequence[Run], *, steps
 def train_in_worker(ref: tuple[str, str, str], programs: Sequence[Program], runs: Sequence[Run],
                     kwargs: dict) -> list[RunResult]:
     """Runs in a worker process: :func:`_train` of the registered task ``ref`` on one torch thread."""
+    kwargs = dict(kwargs)
+    task = get_task(*ref)
+    gradients = kwargs.pop("gradients", "backprop")
+    if gradients != "backprop":
+        task = dataclasses.replace(task, gradients=gradients)
     with cpu_threads(1):
-        return _train(get_task(*ref), programs, runs, **kwargs)
+        return _train(task, programs, runs, **kwargs)
 
 
 def _train_in_processes(task: Task, ref: tuple[str, str, str], programs: Sequence[Program], runs: Sequence[Run],
                         parts: list[list[int]], kwargs: dict) -> list[list[RunResult]]:
     """All groups but the first in worker processes (:mod:`.workers`; ``ref`` rebuilds the
     task there), the first here."""
-    futures = [workers.submit(len(parts) - 1, train_in_worker, ref, programs, [runs[i] for i in part], kwargs)
+    remote = {**kwargs, "gradients": task.gradients}  # the worker rebuilds the task by name
+    futures = [workers.submit(len(parts) - 1, train_in_worker, ref, programs, [runs[i] for i in part], remote)
                for part in parts[1:]]
     with cpu_threads(1):
         out = [_train(task, programs, [runs[i] for i in parts[0]], **kwargs)]
@@ -197,6 +205,15 @@ def _train(task: Task, programs: Sequence[Program], runs: Sequence[Run], *, step
     noise_gen = {k: torch.Generator(dev).manual_seed(1000 + k + 7919 * rows[s].seed) for k, s, e in groups}
     prog_time = {k: 0.0 for k, _, _ in groups}   # own update time + a share of forward/backward
 
+    zo = GradientSpec.parse(task.gradients) if task.gradients != "backprop" else None
+    zo_gens = [seed_generator(task, s, "zeroth-order") for s in seeds]
+
+    def zo_draw() -> torch.Tensor:
+        """One RGE direction per row: each seed's own stream, so a run's directions never depend
+        on the other runs trained beside it."""
+        return torch.stack([torch.randn(flat.shape[1], generator=gen, dtype=dtype) for gen in zo_gens]
+                           ).to(dev)[seed_idx]
+
     alive = torch.ones(P, dtype=torch.bool, device=dev)
     failure: list[str | None] = [None] * P
     curves: list[list[float]] = [[] for _ in range(P)]
@@ -224,9 +241,12 @@ def _train(task: Task, programs: Sequence[Program], runs: Sequence[Run], *, step
         factor = schedule(t, steps)
         # one leaf per parameter tensor: a gradient through views of one flat leaf would
         # materialize a zero-filled (P, N) buffer per tensor in the backward pass
-        leaves = [v.detach().requires_grad_(True) for v in _unflatten(flat, layout)]
         batch = batches[:, t - 1][seed_idx]
-        losses = task.train_loss(leaves, batch)
+        if zo is None:
+            leaves = [v.detach().requires_grad_(True) for v in _unflatten(flat, layout)]
+            losses = task.train_loss(leaves, batch)
+        else:
+            zo_g, losses = _zeroth_order(task, zo, flat, batch, layout, zo_draw, t)
         ld = losses.detach()
         if t == 1:
             first_loss = ld.clone()
@@ -237,10 +257,13 @@ def _train(task: Task, programs: Sequence[Program], runs: Sequence[Run], *, step
             kill(bad, f"non-finite training loss at step {t}")
         if bool((exploded & alive).any()):
             kill(exploded, f"training loss exploded at step {t} (> {EXPLODE:g}x its initial value)")
-        total = torch.where(live_before, losses, torch.zeros_like(losses)).sum()
-        grads = torch.autograd.grad(total, leaves, allow_unused=True)
-        g = torch.cat([torch.zeros(P, n, dtype=dtype, device=dev) if gr is None else gr.reshape(P, n)
-                       for gr, (_, n, _) in zip(grads, layout)], dim=1)
+        if zo is None:
+            total = torch.where(live_before, losses, torch.zeros_like(losses)).sum()
+            grads = torch.autograd.grad(total, leaves, allow_unused=True)
+            g = torch.cat([torch.zeros(P, n, dtype=dtype, device=dev) if gr is None else gr.reshape(P, n)
+                           for gr, (_, n, _) in zip(grads, layout)], dim=1)
+        else:
+            g = zo_g
         if not bool(alive.all()):
             g = torch.where(alive.unsqueeze(1), g, torch.zeros((), dtype=dtype, device=dev))
         last_train = torch.where(alive, ld, last_train)
@@ -308,6 +331,26 @@ def _train(task: Task, programs: Sequence[Program], runs: Sequence[Run], *, step
                                   params=flat[i].cpu().clone() if ok and keep_params else None,
                                   train_loss=float(last_train[i]), steps_done=int(steps_done[i]))
     return results  # type: ignore[return-value]
+
+
+def _zeroth_order(task: Task, spec: GradientSpec, flat: torch.Tensor, batch: torch.Tensor, layout,
+                  draw, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(gradient estimates (P, N), training losses (P,)) at ``flat`` from loss values only:
+    RGE with :func:`optdisco.training.rge_rows`, or CGE over ``round(density * N)`` coordinates
+    drawn for step ``t`` (the same for every run, so batching does not change them)."""
+    def loss(x: torch.Tensor) -> torch.Tensor:
+        return task.train_loss(_unflatten(x, layout), batch)
+
+    if spec.method == "rge":
+        est, base, _ = rge_rows(loss, flat, mu=spec.mu, queries=spec.queries, draw=draw)
+        return est, base
+    n = flat.shape[1]
+    coords = None
+    if spec.density < 1.0:
+        gen = torch.Generator().manual_seed(zlib.crc32(f"{task.key}/cge/{t}".encode()))
+        coords = torch.randperm(n, generator=gen)[:max(1, round(spec.density * n))].sort().values
+    est, base, _ = cge_rows(loss, flat, mu=spec.mu, coords=coords)
+    return est, base
 
 
 def _nonfinite_rows(flat: torch.Tensor) -> torch.Tensor:

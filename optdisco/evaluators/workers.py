@@ -12,6 +12,8 @@ only registered tasks go to workers (:func:`task_ref` is None for the others).
 
 from __future__ import annotations
 
+import dataclasses
+
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -49,9 +51,10 @@ def reset() -> None:
 def task_ref(task) -> tuple[str, str, str] | None:
     """(name, scale, device) that rebuild ``task`` in a worker, or None if none does."""
     from .tasks import get_task
+    key = dataclasses.replace(task, gradients="backprop").key  # the worker re-applies the gradients
     for scale in ("cpu", "gpu"):
         try:
-            if get_task(task.name, scale, task.device).key == task.key:
+            if get_task(task.name, scale, task.device).key == key:
                 return task.name, scale, task.device
         except (KeyError, ValueError):
             return None

@@ -203,10 +203,12 @@ class ZerothOrderGradients:
 
 
 def rge_rows(loss: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, *, mu: float, queries: int,
-             generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
+             generator: torch.Generator | None = None,
+             draw: Callable[[], torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
     """RGE for many independent problems at once: ``x`` is ``(P, N)`` (one row per problem),
     ``loss(x)`` returns the ``(P,)`` losses. Row ``i`` gets
-    ``1/q sum_k (loss(x + mu u_k)_i - loss(x)_i) / mu * u_k[i]`` with ``u_k ~ N(0, I)``.
+    ``1/q sum_k (loss(x + mu u_k)_i - loss(x)_i) / mu * u_k[i]`` with ``u_k ~ N(0, I)``, drawn
+    from ``generator``, or by ``draw()`` (a ``(P, N)`` tensor) when given.
     Returns ``(estimates (P, N), loss(x), 1 + queries)`` (evaluations per problem)."""
     if queries < 1:
         raise ValueError(f"RGE needs queries >= 1, got {queries}")
@@ -214,7 +216,8 @@ def rge_rows(loss: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, *, m
         base = loss(x)
         est = torch.zeros_like(x)
         for _ in range(queries):
-            u = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+            u = draw() if draw is not None else torch.randn(x.shape, generator=generator, dtype=x.dtype,
+                                                            device=x.device)
             est.add_(u * ((loss(x + mu * u) - base) / (mu * queries)).unsqueeze(1))
     return est, base, 1 + queries
 
