@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..errors import UserError
+from ..training import GradientSpec
 from .macro import MACROS
 
 
@@ -65,6 +66,7 @@ SCHEMA: dict[str, dict[str, _Key]] = {
         "budget": _Key(float, 0.0),
         "time_limit": _Key(float, 0.0),
         "aggregate": _Key(str, choices=("mean", "standardized")),
+        "gradients": _Key(str),
     },
     "distributed": {
         "address": _Key(str),
@@ -96,6 +98,7 @@ SCHEMA: dict[str, dict[str, _Key]] = {
 ADDED_LATER: dict[str, dict[str, Any]] = {
     "space": {"macro_weight": 0.0, "macro_weights": {}, "prefilter": False},
     "hurdle": {"enabled": False, "tasks": [], "budget": 0.1, "quantile": 0.5, "warmup": 8},
+    "fitness": {"gradients": "backprop"},
 }
 
 STAGE_KEYS: dict[str, _Key] = {
@@ -205,6 +208,10 @@ def validate(cfg: Mapping[str, Any]) -> dict[str, Any]:
         stages.append(checked)
     out["funnel"]["stages"] = stages
     out["space"]["macro_weights"] = _check_macro_weights(out["space"]["macro_weights"])
+    try:
+        out["fitness"]["gradients"] = GradientSpec.parse(out["fitness"]["gradients"]).text()
+    except ValueError as e:
+        raise ConfigError(f"setting 'fitness.gradients': {e}") from None
     ev = out["evolution"]
     if ev["tournament"] > ev["population"]:
         raise ConfigError(f"evolution.tournament ({ev['tournament']}) cannot exceed "
@@ -292,6 +299,8 @@ def search_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
            "seeds": f["seeds"], "budget": f["budget"]}
     if f.get("aggregate", "mean") != "mean":  # only then: stores made before the key keep their cache keys
         out["aggregate"] = f["aggregate"]
+    if f.get("gradients", "backprop") != "backprop":  # the same reason
+        out["gradients"] = f["gradients"]
     return out
 
 

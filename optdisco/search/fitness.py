@@ -183,8 +183,8 @@ def quadratic_fitness(programs: Sequence[Program], settings: Mapping[str, Any]) 
 def proxy_fitness(programs: Sequence[Program], settings: Mapping[str, Any]) -> list[Result]:
     """Fitness from :func:`optdisco.evaluators.evaluate` with the given suite, tasks, seeds and budget."""
     from ..evaluators import evaluate  # type: ignore[attr-defined]
-    kwargs = {k: settings[k] for k in ("suite", "tasks", "seeds", "budget", "time_limit", "cache_dir", "aggregate")
-              if settings.get(k) not in (None, [], "")}
+    kwargs = {k: settings[k] for k in ("suite", "tasks", "seeds", "budget", "time_limit", "cache_dir", "aggregate",
+                                       "gradients") if settings.get(k) not in (None, [], "")}
     return [Result.from_evaluation(ev) for ev in evaluate(list(programs), **kwargs)]
 
 

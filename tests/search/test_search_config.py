@@ -69,3 +69,12 @@ def test_the_aggregate_enters_cache_keys_only_when_it_is_not_the_plain_mean():
     assert search_settings(z)["aggregate"] == "standardized"
     with pytest.raises(config.ConfigError, match="aggregate"):
         config.load(None, {"fitness.aggregate": "median"})
+
+
+def test_fitness_gradients_setting_is_checked_and_keys_the_cache_only_when_not_backprop():
+    from optdisco.search.config import ConfigError, load, search_settings
+    assert "gradients" not in search_settings(load())
+    cfg = load(overrides={"fitness.gradients": "rge: queries=4"})
+    assert search_settings(cfg)["gradients"] == "rge:mu=0.001,queries=4"
+    with pytest.raises(ConfigError, match="fitness.gradients"):
+        load(overrides={"fitness.gradients": "finite"})
