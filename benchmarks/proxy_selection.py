@@ -99,7 +99,7 @@ def report(out: Path, min_rho: float, search_budget: float) -> None:
         for label, tasks in [("all", list(d["seconds_per_rule"])), ("current default", CURRENT_DEFAULT),
                              ("selected", selected)]:
             for aggregate in ("mean", "standardized"):
-                def fit(n: str) -> float:
+                def fit(n: str, d: dict = d, tasks: list = tasks, aggregate: str = aggregate) -> float:
                     ratios = {t: [d["per_task"][n][t]] for t in tasks}
                     if aggregate == "standardized":
                         ratios = standardized(ratios)

@@ -177,7 +177,7 @@ class Optimizer(torch.optim.Optimizer):
                 lists[1].append(p.grad)
                 lists[2].append([state[n] for n in names])
                 lists[3].append(float(state["step"]))
-            for device, (params, grads, states, steps) in by_device.items():
+            for params, grads, states, steps in by_device.values():
                 self._backend_for(params[0].device).step(
                     params, grads, states, steps=steps, lr=float(group["lr"]),
                     hyperparameters=hyper, generator=self._generator)

@@ -254,7 +254,7 @@ class ReferenceStep:
         rows = w.shape[0]
         us, new = [], [[] for _ in states]
         for o, size, shape in self.layout:
-            view = lambda x: x[:, o:o + size].reshape(rows, *shape)  # noqa: E731
+            view = lambda x, o=o, size=size, shape=shape: x[:, o:o + size].reshape(rows, *shape)  # noqa: E731
             u, ns = reference_run(self.program, view(w), view(g), [view(s) for s in states],
                                   step=step, lr=lr.view(rows, *([1] * len(shape))),
                                   batch_dims=1, generator=generator)

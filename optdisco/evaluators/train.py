@@ -274,7 +274,9 @@ def _train(task: Task, programs: Sequence[Program], runs: Sequence[Run], *, step
         flat_storage = flat.untyped_storage().data_ptr()
         step_t = torch.tensor(float(t), dtype=dtype, device=dev)
 
-        def update(k: int, s: int, e: int) -> Exception | None:
+        # this step's values bound now: a closure over the loop's names would see later ones
+        def update(k: int, s: int, e: int, *, factor: float = factor, g: torch.Tensor = g,
+                   step_t: torch.Tensor = step_t, flat_storage: int = flat_storage) -> Exception | None:
             """Rows s:e of ``flat`` updated in place by program k; the rule's error if it failed."""
             lr_t = lrs[s:e] * factor
             try:
@@ -287,8 +289,8 @@ def _train(task: Task, programs: Sequence[Program], runs: Sequence[Run], *, step
                     flat[s:e].sub_(lr_t * u)
                 states[k] = new_states
                 return None
-            except Exception as err:  # a rule's own failure must never stop the others
-                return err
+            except Exception as rule_error:  # a rule's own failure must never stop the others
+                return rule_error
 
         for k, s, e in groups:
             if not group_alive[k]:

@@ -134,7 +134,7 @@ class AutoCPUBackend:
             e = self._compile_error
             self._compile_error = None
             self._compile_failed = True
-            warnings.warn(f"optdisco: torch.compile failed ({e}); using the foreach backend")
+            warnings.warn(f"optdisco: torch.compile failed ({e}); using the foreach backend", stacklevel=2)
             return False
         from .compiled import specialization
         new = {specialization(params[i], grads[i]) for i in big} - self._warmed
@@ -170,7 +170,7 @@ class AutoCPUBackend:
             try:
                 run(self._compiled_backend(), big)
             except BackendUnavailable as e:
-                warnings.warn(f"optdisco: torch.compile failed ({e}); using the foreach backend")
+                warnings.warn(f"optdisco: torch.compile failed ({e}); using the foreach backend", stacklevel=2)
                 self._compile_failed = True
                 small = small + big
         if small:

@@ -86,7 +86,7 @@ class CompiledBackend:
         hyper.update(hyperparameters)
         n_draws = self.plan.n_draws
         scal_rows: dict[torch.dtype, torch.Tensor] = {}
-        for i, (w, g, s, t) in enumerate(zip(params, grads, states, steps)):
+        for i, (w, g, s, _step) in enumerate(zip(params, grads, states, steps)):
             dt = compute_dtype(w)
             if dt not in scal_rows:  # the step/hyperparameter arithmetic, for all tensors at once
                 n = len(params)

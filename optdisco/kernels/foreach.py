@@ -38,7 +38,7 @@ class ForeachBackend:
         for i, w in enumerate(params):
             groups.setdefault((w.device, compute_dtype(w)), []).append(i)
         k = len(self.program.state_names)
-        for (device, dt), idx in groups.items():
+        for (_device, dt), idx in groups.items():
             n = len(idx)
             whole = n == len(params)  # the common case: no per-group lists to build
             self.fn(params if whole else [params[i] for i in idx],

@@ -210,8 +210,8 @@ class TritonBackend:
                 sums.index_add_(0, chunk_tensor, partials.view(n_chunks, len(reds)))
                 for k, op in enumerate(reds):
                     s = sums[:, k]
-                    value = {"norm": lambda: torch.sqrt(s), "rms": lambda: torch.sqrt(s / numel_col),
-                             "mean": lambda: s / numel_col, "sum": lambda: s}[op.fn]()
+                    value = {"norm": lambda s: torch.sqrt(s), "rms": lambda s: torch.sqrt(s / numel_col),
+                             "mean": lambda s: s / numel_col, "sum": lambda s: s}[op.fn](s)
                     table[:, lay.red_cols[op.id]] = value
             for op in barriers:
                 if op.kind == "matrix":
@@ -244,7 +244,7 @@ class TritonBackend:
                 raise
             import warnings
             warnings.warn(f"optdisco: Triton rejected alignment hints ({type(e).__name__}: "
-                          f"{str(e)[:200]}); using kernels without them")
+                          f"{str(e)[:200]}); using kernels without them", stacklevel=2)
             self.alignment_hints = False
             plain = self._module(*key, False)
             self._launch_split(getattr(plain, kernel), n_chunks, args, meta, n_full)

@@ -62,7 +62,7 @@ class Result:
                 return None
             return x
 
-        fit = float(getattr(ev, "fitness"))
+        fit = float(ev.fitness)
         return cls(fitness=fit if math.isfinite(fit) else WORST,
                    ci_low=_opt_float(getattr(ev, "ci_low", None)),
                    ci_high=_opt_float(getattr(ev, "ci_high", None)),

@@ -393,7 +393,8 @@ def validate(contenders: Sequence[Contender], tasks: Sequence[str], settings: Se
             for c in everyone:
                 bar.update(overall, description=f"{c.name} on {name}")
 
-                def run(lr: float, seed: int, steps: int, n_evals: int) -> Unit | None:
+                def run(lr: float, seed: int, steps: int, n_evals: int, *, c: Contender = c,
+                        task: Task = task) -> Unit | None:
                     key = unit_key(c, task, settings, steps, seed, lr, n_evals)
                     unit = store.get(key)
                     if unit is not None:

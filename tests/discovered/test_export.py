@@ -67,7 +67,7 @@ def test_every_catalog_rule_exports_to_a_standalone_file_that_reproduces_it(tmp_
         for key, (w0, target) in problems.items():
             ref = reference_trajectory(prog, w0, target, 1e-3)
             torch.testing.assert_close(results[f"{name}/{key}"], ref, rtol=1e-12, atol=1e-14,
-                                       equal_nan=True, msg=lambda m: f"{name}/{key}: {m}")
+                                       equal_nan=True, msg=lambda m, where=f"{name}/{key}": f"{where}: {m}")
 
 
 def test_exported_file_handles_names_that_clash_with_its_own(tmp_path):

@@ -87,10 +87,10 @@ def test_every_noise_free_catalog_rule_exports_to_optax_and_matches_the_interpre
         program = optdisco.catalog.get(name)
         for key, (w0, target) in PROBLEMS.items():
             t = torch.as_tensor(target)
-            ref = trajectory(program, torch.as_tensor(w0), lambda w, _s: w - t, steps=STEPS, lr=LR)
+            ref = trajectory(program, torch.as_tensor(w0), lambda w, _s, t=t: w - t, steps=STEPS, lr=LR)
             got = torch.tensor(out[f"{name}/{key}"], dtype=torch.float64)
             torch.testing.assert_close(got, torch.stack(ref), rtol=1e-10, atol=1e-13, equal_nan=True,
-                                       msg=lambda m: f"{name}/{key}: {m}")
+                                       msg=lambda m, where=f"{name}/{key}": f"{where}: {m}")
 
 
 def test_optax_export_on_a_pytree_with_a_schedule_under_jit_matches_per_leaf_runs(tmp_path):
@@ -122,7 +122,7 @@ except ValueError as e:
 
     for leaf, key in (("a", "matrix"), ("b", "vector")):
         w0, target = (torch.as_tensor(x) for x in PROBLEMS[key])
-        ref = trajectory(program, w0, lambda w, _s: w - target, steps=6, lr=schedule,
+        ref = trajectory(program, w0, lambda w, _s, target=target: w - target, steps=6, lr=schedule,
                          hyperparameters={"wd": 0.1})
         torch.testing.assert_close(torch.tensor(out[leaf], dtype=torch.float64), ref[-1], rtol=1e-10, atol=1e-13)
 

@@ -56,7 +56,7 @@ def test_every_catalog_rule_matches_the_interpreter(name):
         target = torch.randn(shape, dtype=torch.float64)
         lr = 1e-3
         noise = torch.Generator().manual_seed(7)
-        ref = trajectory(prog, w0.clone(), lambda w, t: w - target, steps=12, lr=lr, generator=noise)
+        ref = trajectory(prog, w0.clone(), lambda w, t, target=target: w - target, steps=12, lr=lr, generator=noise)
         p = torch.nn.Parameter(w0.clone())
         opt = optdisco.Optimizer([p], prog, lr=lr, backend="eager")
         opt._generator.manual_seed(7)

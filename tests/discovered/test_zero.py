@@ -89,4 +89,4 @@ def test_zero_sharded_training_equals_unsharded(tmp_path):
     sharded = torch.load(out)
     for key, rule, exported in cases:
         for a, b in zip(sharded[key], unsharded(rule, exported)):
-            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12, msg=lambda m: f"{key}: {m}")
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12, msg=lambda m, key=key: f"{key}: {m}")

@@ -118,7 +118,7 @@ def test_interpreter_and_sympy_agree_on_random_programs(seed, shape):
     draws = iter(noise)
     with helpers.watch_singularities() as near:
         u, new = run(p, torch.tensor(w), torch.tensor(g), [torch.tensor(s) for s in states],
-                     step=step, lr=lr, noise=lambda s: torch.tensor(next(draws)))
+                     step=step, lr=lr, noise=lambda s, draws=draws: torch.tensor(next(draws)))
     su, snew = evaluate_sympy(p, w, g, states, step, lr, noise=noise)
     for name, a, b in zip(["update", *p.state_names], [u, *new], [su, *snew]):
         a = a.numpy()
@@ -138,7 +138,7 @@ def test_sympy_agreement_is_not_vacuous():
         w, g, states, noise, step, lr = _inputs(p, seed, (4, 3))
         draws = iter(noise)
         u, _ = run(p, torch.tensor(w), torch.tensor(g), [torch.tensor(s) for s in states],
-                   step=step, lr=lr, noise=lambda s: torch.tensor(next(draws)))
+                   step=step, lr=lr, noise=lambda s, draws=draws: torch.tensor(next(draws)))
         finite.append(torch.isfinite(u).double().mean().item())
     assert np.mean(finite) > 0.7
 

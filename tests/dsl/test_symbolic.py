@@ -154,7 +154,7 @@ def test_catalog_rules_interpreter_equals_sympy_evaluation(name):
         noise = [gen.standard_normal(shape) for _ in rule.noise]
         draws = iter(noise)
         u, new = run(p, torch.tensor(w_), torch.tensor(g_), [torch.tensor(s) for s in states],
-                     step=float(k + 2), lr=0.01, noise=lambda s: torch.tensor(next(draws)))
+                     step=float(k + 2), lr=0.01, noise=lambda s, draws=draws: torch.tensor(next(draws)))
         su, snew = evaluate_sympy(p, w_, g_, states, float(k + 2), 0.01, noise=noise)
         for a, b in zip([u, *new], [su, *snew]):
             np.testing.assert_allclose(a.numpy(), b, rtol=1e-9, atol=1e-12)

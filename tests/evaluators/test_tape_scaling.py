@@ -17,7 +17,7 @@ def _per_tensor_reference(p, w, g, st, lr, dtype):
     rows = w.shape[0]
     us, states = [], [[] for _ in st]
     for o, n, shape in LAYOUT:
-        view = lambda x: x[:, o:o + n].reshape(rows, *shape)  # noqa: E731
+        view = lambda x, o=o, n=n, shape=shape: x[:, o:o + n].reshape(rows, *shape)  # noqa: E731
         u, ns = run(p, view(w), view(g), [view(s) for s in st], step=3.0,
                     lr=lr.view(rows, *[1] * len(shape)), batch_dims=1,
                     generator=torch.Generator().manual_seed(1))

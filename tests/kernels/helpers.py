@@ -37,7 +37,7 @@ def reference_step(program, params, grads, states, *, steps, lr, hyper, noise=No
 def assert_close_lists(got, want, rtol, atol, what=""):
     for i, (a, b) in enumerate(zip(got, want)):
         torch.testing.assert_close(a, b, rtol=rtol, atol=atol, equal_nan=True,
-                                   msg=lambda m: f"{what} tensor {i}: {m}")
+                                   msg=lambda m, i=i: f"{what} tensor {i}: {m}")
 
 
 def queue(draws):

@@ -53,7 +53,7 @@ def test_removals_are_valid_and_one_shorter():
     p = remove_dead_code(parse(MESSY))
     options = removals(p)
     assert options
-    for label, q in options:
+    for _label, q in options:
         assert parse(q.source()) == q
         assert len(q.body) < len(p.body) or len(q.state_names) < len(p.state_names)
 

@@ -14,7 +14,7 @@ from optdisco.search.store import Store
 from optdisco.validation import targets
 
 
-def test_learned_optimizer_runs_like_a_rule(tmp_path):
+def test_learned_optimizer_runs_like_a_rule(tmp_path, capsys):
     from optdisco.search.learned.mlp_optimizer import MLPConfig, init_theta, save
     cfg = MLPConfig()
     weights = save(tmp_path / "lopt.npz", cfg, init_theta(cfg), provenance={"lr": 0.01})
@@ -23,9 +23,11 @@ def test_learned_optimizer_runs_like_a_rule(tmp_path):
                  "-o", str(out)]) == 0
     text = out.read_text()
     assert "learned:lopt.npz" in text and "state bytes/param" in text
+    assert re.search(r"\b[1-9]\d* trainings run, 0 reused", capsys.readouterr().out)
     # learned:PATH is the same contender (same weights digest), so nothing trains again
     assert main(["validate", f"learned:{weights}", "--task", "ho_mixer", "--seeds", "1", "--budget", "0.05",
                  "-o", str(out)]) == 0
+    assert re.search(r"\b0 trainings run, [1-9]\d* reused", capsys.readouterr().out)
 
 
 @pytest.mark.parametrize("argv,message", [

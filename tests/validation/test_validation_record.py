@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from validation_helpers import NESTEROV_ISH, TINY, found_rule_file
 
 import optdisco
@@ -32,7 +34,11 @@ def test_found_rule_provenance_is_recorded_in_its_file(tmp_path):
     assert text.count("ValidationCpu:") == 1
     prog = load_text("found_mom", text, "found", str(path))
     line = prog.meta["ValidationCpu"]
-    assert "ho_mixer" in line and "vs AdamW" in line and "2 seeds" in line
+    # date, settings, then each workload: loss [interval] vs AdamW's loss (speedup)
+    assert re.match(r"\d{4}-\d\d-\d\d, 2 seeds, budget 0.05, cpu fp32: ", line), line
+    num = r"[-+]?\d[\d.e+-]*"
+    for task in ("ho_quadratic", "ho_mixer"):
+        assert re.search(rf"{task} {num} \[{num}, {num}\] vs AdamW {num} \((\d+\.\d\dx|<1x)\)", line), line
     assert prog.meta["Campaign"] == "test.db:7 (seed 0)"
 
 

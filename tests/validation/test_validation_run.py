@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -30,7 +31,10 @@ def test_torch_loop_matches_batched_evaluator(task_name, rules):
 
 def test_divergence_is_a_failure_not_a_crash(rules):
     unit = train_unit(get_task("logreg"), rule_contender(rules["exploder"]).make, 1.0, 0, 10)
-    assert unit.failure and unit.loss == math.inf
+    assert unit.loss == math.inf and unit.steps_done < 10
+    assert unit.failure is not None and re.fullmatch(
+        r"(training loss exploded|non-finite (training loss|parameters or validation loss)) (at|after) step \d+.*",
+        unit.failure)
 
 
 def test_bf16_parameters_with_float32_states_on_cpu():

@@ -66,7 +66,7 @@ def test_features_are_invariant_to_gradient_scale():
     def run(c):
         ms = [torch.zeros_like(w) for _ in range(3)]
         v = torch.zeros_like(w)
-        for t, g in enumerate(gs, 1):
+        for g in gs:
             g = c * g
             ms = [b * m + (1 - b) * g for m, b in zip(ms, (0.5, 0.9, 0.99))]
             v = 0.999 * v + 0.001 * g * g
