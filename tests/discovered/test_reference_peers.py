@@ -43,6 +43,9 @@ PEER_CASES = [
                   "eps": 1e-6, "wd": 0.1}, "AdEMAMix",
      {"betas": (0.8, 0.99, 0.999), "alpha": 3.0, "t_alpha_beta3": 25.0, "eps": 1e-6,
       "weight_decay": 0.1, "weight_decouple": True}, 0.02),
+    ("novograd", {}, "NovoGrad", {}, 0.05),
+    ("novograd", {"beta1": 0.8, "beta2": 0.9, "eps": 1e-6, "wd": 0.1, "averaging": 1.0}, "NovoGrad",
+     {"betas": (0.8, 0.9), "eps": 1e-6, "weight_decay": 0.1, "grad_averaging": True}, 0.2),
 ]
 
 
@@ -227,3 +230,30 @@ def test_normuon_matches_the_paper_and_pytorch_optimizer(hyper, lr, problem):
 
 
 PEER_TESTED |= {"normuon"}
+
+
+# -- LARS: the peer is this rule on matrices and plain momentum SGD on vectors -------------
+
+LARS_CASES = [({}, {"weight_decay": 0.0005, "trust_coefficient": 0.001}, 0.1),
+              ({"momentum": 0.5, "wd": 0.01, "eta": 0.1},
+               {"momentum": 0.5, "weight_decay": 0.01, "trust_coefficient": 0.1}, 0.1)]
+
+
+@pytest.mark.parametrize("hyper,kwargs,lr", LARS_CASES)
+def test_lars_is_pytorch_optimizer_lars_on_matrices_and_differs_on_vectors(hyper, kwargs, lr):
+    for problem in MATRIX_PROBLEMS.values():
+        w0, grad = problem()
+        want = peer_path("LARS", kwargs, w0, grad, STEPS, lr)
+        assert_paths_close(rule_path(catalog.get("lars"), w0, grad, STEPS, lr, hyper), want, RTOL)
+        assert (want[-1] - w0).abs().max() > 1e-2
+    # On a vector the peer leaves out the trust ratio and the decay: heavy-ball momentum SGD.
+    w0, grad = PROBLEMS["quadratic"]()
+    peer = peer_path("LARS", kwargs, w0, grad, STEPS, lr)
+    w, buf, momentum_sgd = w0.clone(), torch.zeros_like(w0), []
+    for t in range(1, STEPS + 1):
+        buf = kwargs.get("momentum", 0.9) * buf + grad(w, t)
+        w = w - lr * buf
+        momentum_sgd.append(w)
+    assert_paths_close(peer, momentum_sgd, RTOL)
+    ours = rule_path(catalog.get("lars"), w0, grad, STEPS, lr, hyper)
+    assert (ours[-1] - peer[-1]).abs().max() > 0.1 * peer[-1].abs().max()
