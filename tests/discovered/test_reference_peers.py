@@ -229,7 +229,7 @@ def test_normuon_matches_the_paper_and_pytorch_optimizer(hyper, lr, problem):
     assert_paths_close(got, peer, 1e-6)
 
 
-PEER_TESTED |= {"normuon"}
+PEER_TESTED |= {"normuon", "schedulefree_adamw"}  # the latter in test_schedulefree.py
 
 
 # -- LARS: the peer is this rule on matrices and plain momentum SGD on vectors -------------
