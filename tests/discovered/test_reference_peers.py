@@ -46,6 +46,12 @@ PEER_CASES = [
     ("novograd", {}, "NovoGrad", {}, 0.05),
     ("novograd", {"beta1": 0.8, "beta2": 0.9, "eps": 1e-6, "wd": 0.1, "averaging": 1.0}, "NovoGrad",
      {"betas": (0.8, 0.9), "eps": 1e-6, "weight_decay": 0.1, "grad_averaging": True}, 0.2),
+    ("spam", {}, "SPAM", {}, 0.01),
+    # resets at t = 12, 24, 36, cosine ramps of 4 steps after each, clipping from t = 3
+    ("spam", {"beta1": 0.8, "beta2": 0.99, "eps": 1e-8, "wd": 0.1, "gap": 12.0, "warmup": 4.0,
+              "theta": 2.0, "accumulate": 3.0}, "SPAM",
+     {"betas": (0.8, 0.99), "eps": 1e-8, "weight_decay": 0.1, "update_proj_gap": 12,
+      "warmup_epoch": 4, "threshold": 2, "grad_accu_steps": 3}, 0.02),
 ]
 
 
@@ -257,3 +263,12 @@ def test_lars_is_pytorch_optimizer_lars_on_matrices_and_differs_on_vectors(hyper
     assert_paths_close(peer, momentum_sgd, RTOL)
     ours = rule_path(catalog.get("lars"), w0, grad, STEPS, lr, hyper)
     assert (ours[-1] - peer[-1]).abs().max() > 0.1 * peer[-1].abs().max()
+
+
+def test_spam_resets_ramps_and_clips_in_the_custom_case():
+    custom = next(c[1] for c in PEER_CASES if c[0] == "spam" and c[1])
+    w0, grad = PROBLEMS["least_squares"]()
+    base = rule_path(catalog.get("spam"), w0, grad, STEPS, 0.02, custom)
+    for change in ({"gap": 1000.0}, {"warmup": 0.0}, {"theta": 0.0}):
+        other = rule_path(catalog.get("spam"), w0, grad, STEPS, 0.02, {**custom, **change})
+        assert (other[-1] - base[-1]).abs().max() > 1e-4, change
