@@ -52,6 +52,11 @@ PEER_CASES = [
               "theta": 2.0, "accumulate": 3.0}, "SPAM",
      {"betas": (0.8, 0.99), "eps": 1e-8, "weight_decay": 0.1, "update_proj_gap": 12,
       "warmup_epoch": 4, "threshold": 2, "grad_accu_steps": 3}, 0.02),
+    ("grams", {}, "Grams", {}, 0.01),
+    ("grams", {"beta1": 0.8, "beta2": 0.99, "eps": 1e-8, "wd": 0.1}, "Grams",
+     {"betas": (0.8, 0.99), "eps": 1e-8, "weight_decay": 0.1}, 0.02),
+    ("kate", {}, "Kate", {}, 0.05),
+    ("kate", {"delta": 1e-2, "eps": 1e-6, "wd": 0.1}, "Kate", {"delta": 1e-2, "eps": 1e-6, "weight_decay": 0.1}, 0.1),
 ]
 
 
