@@ -134,6 +134,11 @@ class Optimizer(torch.optim.Optimizer):
     the class comes from :mod:`.hooks`, registered by the layer above.
     """
 
+    #: False after eval() (the parameters hold the rule's evaluation point) until train().
+    train_mode: bool = True
+    # (class defaults too, for subclasses that skip this __init__: LearnedOptimizer)
+    _swaps: "dict[str, Program] | None" = None
+
     def __new__(cls, *args: Any, learned: "str | os.PathLike | None" = None, **kwargs: Any):
         if learned is not None and cls is Optimizer:
             learned_cls = hooks.learned_optimizer()

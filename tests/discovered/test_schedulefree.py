@@ -108,3 +108,12 @@ def test_a_rule_with_eval_but_no_train_is_a_dsl_error():
     bad = text.replace("    Eval: w + m\n", "    Eval: w + q\n    Train: w - m\n")
     with pytest.raises(DSLError, match="Eval"):
         swap_programs(parse(bad))
+
+
+def test_a_learned_optimizer_inherits_train_and_eval_as_mode_switches():
+    learned = pytest.importorskip("optdisco.search.learned.torch_optimizer")
+    opt = object.__new__(learned.LearnedOptimizer)  # no weights file here: only the mode logic
+    opt.eval()
+    assert not opt.train_mode
+    opt.train()
+    assert opt.train_mode
