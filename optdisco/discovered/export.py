@@ -41,6 +41,8 @@ _OPS_METHODS = {
           "        return (a > b).to(self.dtype)\n",
     "where": "    def where(self, c, a, b):\n        \"\"\"a where c > 0, else b.\"\"\"\n"
              "        return torch.where(c > 0, a, b)\n",
+    "floor": "    def floor(self, x):\n        return torch.floor(x)\n",
+    "cosine": "    def cosine(self, x):\n        return torch.cos(x)\n",
     "norm": "    def norm(self, x):\n        x = self.full(x)\n"
             "        return torch.sqrt(torch.sum(x * x))\n",
     "rms": "    def rms(self, x):\n        x = self.full(x)\n"

@@ -32,6 +32,8 @@ _JNP_METHODS = {
     "relu": "    def relu(self, x):\n        return jnp.maximum(x, self.scalar(0.0))\n",
     "clip": "    def clip(self, x, c):\n        \"\"\"x clamped to [-c, c].\"\"\"\n"
             "        return jnp.minimum(jnp.maximum(x, -c), c)\n",
+    "floor": "    def floor(self, x):\n        return jnp.floor(x)\n",
+    "cosine": "    def cosine(self, x):\n        return jnp.cos(x)\n",
     "maximum": "    def maximum(self, a, b):\n        return jnp.maximum(a, b)\n",
     "minimum": "    def minimum(self, a, b):\n        return jnp.minimum(a, b)\n",
     "interp": "    def interp(self, a, b, beta):\n        \"\"\"(1 - beta) * a + beta * b.\"\"\"\n"

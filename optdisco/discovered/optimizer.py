@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable
 
 import torch
 
-from ..dsl import DSLError, Program, parse
+from ..dsl import DSLError, Program, parse, run
 from . import catalog, hooks
 
 #: With ``state_bits=8``, tensors smaller than this keep float32 states: biases and norm
@@ -76,6 +76,42 @@ def default_lr(program: Program) -> float:
     return DEFAULT_LR
 
 
+# -- the evaluation point of schedule-free rules ---------------------------------------------
+#: Docstring keys of a rule whose weights are evaluated elsewhere than where it trains: each an
+#: expression of w, the states and the hyperparameters, mapping the training point to the
+#: evaluation point (Eval) and back (Train).
+SWAP_KEYS = ("Eval", "Train")
+
+
+def swap_programs(program: Program) -> dict[str, Program] | None:
+    """The rule's ``Eval:`` and ``Train:`` expressions as programs, or None when it has neither.
+
+    Each becomes ``def <key>(w, g, s..., *, hyper...): s = s ...; return <expr>, s...``,
+    so the interpreter computes ``w_new = expr(w, states, hyperparameters)`` and leaves the
+    states as they are. A rule with one of the two keys but not the other is a DSLError.
+    """
+    facts = program.meta or catalog.parse_docstring(program.docstring or "")[1]
+    present = [k for k in SWAP_KEYS if facts.get(k)]
+    if not present:
+        return None
+    if len(present) != len(SWAP_KEYS):
+        raise DSLError(f"rule '{program.name}' has {present[0]}: but not "
+                       f"{next(k for k in SWAP_KEYS if k not in present)}:",
+                       hint="a rule evaluated at another point needs both Eval: and Train:")
+    states = ", ".join(program.state_names)
+    hyper = ", ".join(f"{n}={v!r}" for n, v in program.hyperparameter_defaults.items())
+    signature = ", ".join(["w", "g", *program.state_names]) + (f", *, {hyper}" if hyper else "")
+    out = {}
+    for key in SWAP_KEYS:
+        keep = "".join(f"    {n} = {n}\n" for n in program.state_names)  # states stay as they are
+        text = f"def {key.lower()}({signature}):\n{keep}    return {facts[key]}" + (f", {states}" if states else "")
+        try:
+            out[key] = parse(text)
+        except DSLError as err:
+            raise DSLError(f"rule '{program.name}': its {key}: expression is not valid: {err}") from err
+    return out
+
+
 def same_rule(a: Program, b: Program) -> bool:
     """Whether two programs are the same rule up to name, docstring and default values."""
     return (a.state_names == b.state_names and a.hyperparameter_names == b.hyperparameter_names
@@ -97,6 +133,11 @@ class Optimizer(torch.optim.Optimizer):
     learned=PATH, lr=...)`` instead, a learned MLP optimizer saved by ``optdisco learn --mlp``;
     the class comes from :mod:`.hooks`, registered by the layer above.
     """
+
+    #: False after eval() (the parameters hold the rule's evaluation point) until train().
+    train_mode: bool = True
+    # (class defaults too, for subclasses that skip this __init__: LearnedOptimizer)
+    _swaps: "dict[str, Program] | None" = None
 
     def __new__(cls, *args: Any, learned: "str | os.PathLike | None" = None, **kwargs: Any):
         if learned is not None and cls is Optimizer:
@@ -130,6 +171,8 @@ class Optimizer(torch.optim.Optimizer):
         self.backend_name = backend
         self.state_bits = state_bits
         self._backends: dict[str, Any] = {}
+        self._swaps = swap_programs(program)
+        self.train_mode = True
         self._generator = torch.Generator()
         self._generator.manual_seed(seed if seed is not None else torch.initial_seed() % (2**63))
         super().__init__(params, defaults)
@@ -152,6 +195,9 @@ class Optimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if not self.train_mode:
+            raise RuntimeError(f"rule '{self.program.name}' is in eval mode: its parameters hold the "
+                               "evaluation point; call optimizer.train() before step()")
         names = self.program.state_names
         for group in self.param_groups:
             hyper = {n: float(group[n]) for n in self.program.hyperparameter_names}
@@ -183,6 +229,43 @@ class Optimizer(torch.optim.Optimizer):
                     hyperparameters=hyper, generator=self._generator)
         return loss
 
+    # -- training and evaluation points ------------------------------------------
+    @torch.no_grad()
+    def eval(self) -> None:
+        """Move each parameter to the rule's evaluation point: ``w <- Eval(w, states)``.
+
+        For schedule-free rules (``Eval:`` and ``Train:`` in the docstring) this is the
+        averaged iterate x, computed from the training point y and the states; for every
+        other rule it only records the mode. Call before evaluating or saving the model,
+        as with pytorch_optimizer's ScheduleFree optimizers; :meth:`train` undoes it.
+        """
+        if self.train_mode:
+            self._swap("Eval")
+        self.train_mode = False
+
+    @torch.no_grad()
+    def train(self) -> None:
+        """Move each parameter back to the training point: ``w <- Train(w, states)``."""
+        if not self.train_mode:
+            self._swap("Train")
+        self.train_mode = True
+
+    def _swap(self, key: str) -> None:
+        if self._swaps is None:
+            return
+        program = self._swaps[key]
+        for group in self.param_groups:
+            hyper = {n: float(group[n]) for n in self.program.hyperparameter_names}
+            for p in group["params"]:
+                state = self.state.get(p)
+                if not state:  # never stepped: both points are the initial parameter
+                    continue
+                states = [_dense(state[n], p) for n in self.program.state_names]
+                w = p.detach().to(states[0].dtype if states else p.dtype)
+                new_w, _ = run(program, w, torch.zeros_like(w), states, step=float(state["step"]),
+                               lr=float(group["lr"]), hyperparameters=hyper)
+                p.copy_(new_w.to(p.dtype))
+
     def _quantized(self, p: torch.Tensor) -> bool:
         return self.state_bits == 8 and p.numel() >= MIN_8BIT_NUMEL
 
@@ -206,6 +289,7 @@ class Optimizer(torch.optim.Optimizer):
             "rule_source": self.program.source(),
             "generator_state": self._generator.get_state(),
             "state_bits": self.state_bits,
+            "train_mode": self.train_mode,
         }
         return sd
 
@@ -229,6 +313,7 @@ class Optimizer(torch.optim.Optimizer):
         plain = {k: v for k, v in state_dict.items() if k != "optdisco"}
         super().load_state_dict(plain)
         self._restore_state_precision(plain)
+        self.train_mode = bool(meta.get("train_mode", True))
         if meta.get("generator_state") is not None:
             self._generator.set_state(meta["generator_state"])
 
@@ -279,6 +364,14 @@ def state_nbytes(opt: torch.optim.Optimizer) -> int:
             elif callable(getattr(v, "nbytes", None)):
                 total += v.nbytes()
     return total
+
+
+def _dense(value: Any, p: torch.Tensor) -> torch.Tensor:
+    """A state as a float tensor shaped like ``p`` (8-bit states dequantized)."""
+    from ..kernels.quant8 import QuantizedState
+    if isinstance(value, QuantizedState):
+        return value.dequantize().to(state_dtype(p)).view_as(p)
+    return value
 
 
 def _saved_state(value: Any) -> Any:

@@ -58,6 +58,10 @@ _TABLE = [
     Builtin("gt", 2, "elementwise", "gt(a, b) = 1.0 where a > b, else 0.0"),
     Builtin("where", 3, "elementwise",
             "where(c, a, b) = a where c > 0, else b; the branch not taken never leaks nan/inf"),
+    # -- step schedules (SPAM's periodic reset and cosine ramp) --
+    Builtin("floor", 1, "elementwise",
+            "the largest integer <= x (floor(-0.5) = -1); step - k * floor(step / k) is step mod k"),
+    Builtin("cosine", 1, "elementwise", "cos(x), x in radians"),
     # reductions: a scalar per parameter tensor
     Builtin("norm", 1, "reduction", "L2 norm over the whole tensor: sqrt(sum(x^2))"),
     Builtin("rms", 1, "reduction", "root mean square over the whole tensor: sqrt(mean(x^2))"),

@@ -135,6 +135,8 @@ TORCH_IMPL: dict[str, Callable[..., torch.Tensor]] = {
     "interp": lambda ctx, a, b, beta: (1.0 - beta) * a + beta * b,
     "gt": lambda ctx, a, b: (a > b).to(ctx.dtype),
     "where": lambda ctx, c, a, b: torch.where(c > 0, a, b),
+    "floor": lambda ctx, x: torch.floor(x),
+    "cosine": lambda ctx, x: torch.cos(x),
     "norm": lambda ctx, x: ctx.reduce(lambda t, d: torch.sqrt(torch.sum(t * t, dim=d, keepdim=True)), x),
     "rms": lambda ctx, x: ctx.reduce(lambda t, d: torch.sqrt(torch.mean(t * t, dim=d, keepdim=True)), x),
     "mean": lambda ctx, x: ctx.reduce(lambda t, d: torch.mean(t, dim=d, keepdim=True), x),

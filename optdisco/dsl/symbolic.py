@@ -6,6 +6,7 @@ elementwise algebra of sympy is valid for rules. Built-ins map as follows:
 =====================  ==================================================
 ``sign, abs, sqrt``    ``sign, Abs, sqrt``; ``rsqrt(x) = x**(-1/2)``
 ``exp, log, tanh``     ``exp, log, tanh``; ``square(x) = x**2``
+``floor, cosine``      ``floor, cos``
 ``relu(x)``            ``Max(x, 0)``
 ``clip(x, c)``         ``Min(Max(x, -c), c)``
 ``maximum, minimum``   ``Max, Min``
@@ -123,6 +124,8 @@ SYMPY_IMPL: dict[str, Callable[..., sympy.Expr]] = {
     "interp": lambda a, b, beta: (1 - beta) * a + beta * b,
     "gt": _gt,
     "where": _where,
+    "floor": sympy.floor,
+    "cosine": sympy.cos,
     **{n: f for n, f in FUNCTIONS.items() if n != "numel"},
 }
 assert set(SYMPY_IMPL) | {"randn", "numel"} == set(BUILTINS), "every built-in needs a sympy mapping"

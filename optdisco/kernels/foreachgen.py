@@ -15,7 +15,8 @@ from .torchgen import TORCH_EXPR
 
 UNARY_FOREACH = {"abs": "_foreach_abs", "sign": "_foreach_sign", "sqrt": "_foreach_sqrt",
                  "rsqrt": "_foreach_rsqrt", "exp": "_foreach_exp", "log": "_foreach_log",
-                 "tanh": "_foreach_tanh", "neg": "_foreach_neg"}
+                 "tanh": "_foreach_tanh", "neg": "_foreach_neg",
+                 "floor": "_foreach_floor", "cosine": "_foreach_cos"}
 
 
 def generate(plan: Plan, fn_name: str = "rule_step") -> str:

@@ -25,6 +25,7 @@ TORCH_EXPR = {
     "maximum": "torch.maximum({0}, {1})", "minimum": "torch.minimum({0}, {1})",
     "interp": "((1.0 - {2}) * {0} + {2} * {1})",
     "gt": "({0} > {1}).to(dt)", "where": "torch.where({0} > 0, {1}, {2})",
+    "floor": "torch.floor({0})", "cosine": "torch.cos({0})",
     "norm": "torch.sqrt(torch.sum(full({0}) ** 2))",
     "rms": "torch.sqrt(torch.mean(full({0}) ** 2))",
     "mean": "torch.mean(full({0}))", "sum": "torch.sum(full({0}))",

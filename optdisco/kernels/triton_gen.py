@@ -36,6 +36,7 @@ EXPR = {
     "minimum": "tl.minimum({0}, {1}, propagate_nan=tl.PropagateNan.ALL)",
     "interp": "((1.0 - {2}) * {0} + {2} * {1})",
     "gt": "tl.where({0} > {1}, 1.0, 0.0)", "where": "tl.where({0} > 0.0, {1}, {2})",
+    "floor": "tl.floor({0})", "cosine": "tl.cos({0})",
 }
 
 #: pow with these literal exponents is written exactly (as torch computes them).

@@ -141,7 +141,8 @@ def _from_sympy(e, inputs: set[str]) -> Expr:
         if ex == -1:
             return Call("div", (Const(1.0), base))
         return Call("pow", (base, _from_sympy(ex, inputs)))
-    unary = {sympy.Abs: "abs", sympy.sign: "sign", sympy.exp: "exp", sympy.log: "log", sympy.tanh: "tanh"}
+    unary = {sympy.Abs: "abs", sympy.sign: "sign", sympy.exp: "exp", sympy.log: "log", sympy.tanh: "tanh",
+             sympy.cos: "cosine"}
     for cls, fn in unary.items():
         if isinstance(e, cls):
             return Call(fn, (_from_sympy(e.args[0], inputs),))

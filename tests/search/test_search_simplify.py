@@ -95,3 +95,12 @@ def test_sympy_rewrites_only_when_equal_and_smaller():
     adam = parse("def r(w, g, m, v):\n    m = interp(g, m, 0.9)\n    v = interp(g*g, v, 0.999)\n"
                  "    return m / (sqrt(v) + 1e-8), m, v\n")
     assert sympy_simplified(adam) is None
+
+
+def test_sympy_keeps_floor_and_cosine():
+    from optdisco.search.simplify import sympy_simplified
+    periodic = parse("def r(w, g, m, *, k=5.0):\n    a = step - k * floor(step / k)\n"
+                     "    m = interp(g, m, 0.9) * cosine(a + 0.0)\n    c = m + m - m\n    return c, m\n")
+    q = sympy_simplified(periodic)
+    assert q is not None and "cosine(" in q.source() and "floor(" in q.source()
+    assert same_updates(periodic, q)
