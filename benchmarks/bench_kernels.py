@@ -276,7 +276,7 @@ def drop_in(rounds: int, steps: int) -> dict[str, float]:
         times: dict[str, list[float]] = {n: [] for n in opts}
         # At least ~20 ms per round: a round of a few 0.1 ms steps is one scheduler slice on a
         # shared machine, and its time says more about the other processes than the step.
-        fused_step = timeit(opts["torch fused AdamW"].step, torch.device("cpu"), steps, 1)
+        fused_step = timeit(opts["torch fused AdamW"].step, torch.device("cpu"), steps, 5)
         n_steps = max(steps, min(500, int(0.02 / max(fused_step, 1e-6))))
         for _ in range(rounds):
             for name, opt in opts.items():
