@@ -254,7 +254,7 @@ class Optimizer(torch.optim.Optimizer):
                 self.state[p][n] = view
             flats.append(buffer)
         return _FlatGroup(list(params), [p.data_ptr() for p in params], param,
-                          FlatBuffer(params, init=[p.grad for p in params]), flats[1:], flats[0],
+                          FlatBuffer(params, init=[p.grad for p in params if p.grad is not None]), flats[1:], flats[0],
                           float(steps[0]), self.state)
 
     def _quantized(self, p: torch.Tensor) -> bool:
