@@ -13,6 +13,8 @@ evaluated three ways with the same trainer and the same seeds:
 With ``--threads N``, ``train(threads=N)`` deals the programs to N cores, one torch thread
 each; a single program gets one core (faster than torch's threads on runs this small, so
 the one-at-a-time modes are not handicapped), and only the batched mode can use more.
+``--cores N`` also times the batched mode alone on 1 core and on N cores, interleaved, and
+prints the ratio (the scaling goal: 2 cores >= 2x one core).
 
 It checks that the modes give the same final losses (rules that draw ``randn()`` noise
 excepted: their draws depend on how rows are grouped), then prints the rates. With
@@ -40,6 +42,19 @@ def candidates(n: int = 32):
 
 def same(a: float, b: float) -> bool:
     return (math.isinf(a) and math.isinf(b)) or math.isclose(a, b, rel_tol=1e-4, abs_tol=1e-6)
+
+
+def batched_rate(threads: int) -> float:
+    """Candidate evaluations per second of the batched mode (all 160 runs in one ``train()``
+    call) with ``train(threads=threads)``: that many cores, one torch thread each."""
+    torch.set_num_threads(1)
+    task = get_task("digits_mlp")
+    progs = candidates()
+    runs = [Run(k, lr, 0) for k in range(len(progs)) for lr in DEFAULT_LR_GRID]
+    train(task, progs, runs, steps=3, threads=threads)  # warm-up, worker processes included
+    t = time.perf_counter()
+    train(task, progs, runs, keep_params=False, threads=threads)
+    return len(progs) / (time.perf_counter() - t)
 
 
 def throughput(threads: int, sample: int) -> float:
@@ -74,6 +89,9 @@ def throughput(threads: int, sample: int) -> float:
     failed = sum(r.failure is not None for r in batched)
     print(f"digits_mlp, {n} candidates x {len(DEFAULT_LR_GRID)} learning rates, {task.steps} steps, "
           f"{threads} thread(s); {failed} of {len(runs)} runs diverged or failed (same in every mode)")
+    print(f"runs on: one-at-a-time modes 1 core (one torch thread); batched {threads} core(s) "
+          f"({'this process' if threads == 1 else f'this process + {threads - 1} spawned worker(s)'}, "
+          f"one torch thread each)")
     print(f"unbatched (each run alone):          {n / t_alone:7.2f} candidate-evaluations/s "
           f"({t_alone:.1f}s, extrapolated from {sample} candidates)")
     print(f"per candidate (its LRs batched):     {n / t_per_cand:7.2f} candidate-evaluations/s ({t_per_cand:.1f}s)")
@@ -112,12 +130,23 @@ def main() -> None:
     ap.add_argument("--rank", nargs="*", metavar="RULE", default=None,
                     help="also rank these catalog rules (default set if none given) on both suites")
     ap.add_argument("--rank-budget", type=float, default=1.0)
+    ap.add_argument("--cores", type=int, default=0,
+                    help="also time the batched mode on 1 core and on this many cores, interleaved")
     args = ap.parse_args()
     if args.rank is not None:
         rank_correlation(args.rank or ["sgd", "momentum", "nesterov", "adam", "adamw", "nadamw", "lion",
                                        "signum", "adabelief", "rmsprop", "adagrad", "lamb"], args.rank_budget)
     speedup = throughput(args.threads, args.sample)
-    print(f"batched speedup: {speedup:.1f}")
+    print(f"batched speedup: {speedup:.1f}" + (" (per core: both sides on 1 core)" if args.threads == 1 else ""))
+    if args.cores:
+        rates = {}
+        for _ in range(3):  # interleaved rounds, median: the machine is shared
+            for c in (1, args.cores):
+                rates.setdefault(c, []).append(batched_rate(c))
+        one, many = (sorted(rates[c])[1] for c in (1, args.cores))
+        print(f"batched on 1 core: {one:.2f} candidate-evaluations/s; on {args.cores} cores: {many:.2f} "
+              f"(median of 3 interleaved rounds)")
+        print(f"batched {args.cores} cores vs 1 core: {many / one:.2f}x")
 
 
 if __name__ == "__main__":

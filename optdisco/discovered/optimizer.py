@@ -13,11 +13,13 @@ format version travel inside ``state_dict()`` so that a checkpoint says which ru
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 import torch
 
 from ..dsl import DSLError, Program, parse, run
+from ..kernels.flat import FlatBuffer, adopt, is_elementwise, owns_storage
 from . import catalog, hooks
 
 #: With ``state_bits=8``, tensors smaller than this keep float32 states: biases and norm
@@ -173,6 +175,10 @@ class Optimizer(torch.optim.Optimizer):
         self._backends: dict[str, Any] = {}
         self._swaps = swap_programs(program)
         self.train_mode = True
+        # Groups of an elementwise rule run as one call on flat buffers (see _flat_step).
+        self._flat_groups: dict[int, _FlatGroup | None] = {}
+        self._runs_flat = (backend in ("auto", "foreach", "compile") and state_bits == 32
+                           and is_elementwise(program))
         self._generator = torch.Generator()
         self._generator.manual_seed(seed if seed is not None else torch.initial_seed() % (2**63))
         super().__init__(params, defaults)
@@ -199,8 +205,10 @@ class Optimizer(torch.optim.Optimizer):
             raise RuntimeError(f"rule '{self.program.name}' is in eval mode: its parameters hold the "
                                "evaluation point; call optimizer.train() before step()")
         names = self.program.state_names
-        for group in self.param_groups:
+        for index, group in enumerate(self.param_groups):
             hyper = {n: float(group[n]) for n in self.program.hyperparameter_names}
+            if self._runs_flat and self._flat_step(index, group, hyper):
+                continue
             by_device: dict[str, tuple[list, list, list, list]] = {}
             for p in group["params"]:
                 if p.grad is None:
@@ -265,6 +273,72 @@ class Optimizer(torch.optim.Optimizer):
                 new_w, _ = run(program, w, torch.zeros_like(w), states, step=float(state["step"]),
                                lr=float(group["lr"]), hyperparameters=hyper)
                 p.copy_(new_w.to(p.dtype))
+
+    def _flat_step(self, index: int, group: dict[str, Any], hyper: dict[str, float]) -> bool:
+        """The group's step as one backend call on flat buffers of its parameters, gradients
+        and states (an elementwise rule gives the same numbers on them as tensor by tensor);
+        False, with nothing done, when the group cannot run so.
+
+        The first such step moves the parameters and states into the buffers (:func:`adopt`);
+        each step copies the gradients into one buffer in one call and checks that every
+        parameter still views its place (a ``p.data = ...`` or a loaded state rebuilds)."""
+        params = group["params"]
+        flat = self._flat_groups.get(index)
+        if flat is None or not flat.holds(params, self.state):
+            flat = self._make_flat(params, flat)
+            self._flat_groups[index] = flat
+            if flat is None:
+                return False
+        flat.grad.gather([p.grad for p in params])
+        flat.steps.buffer.add_(1.0)
+        flat.step += 1.0
+        self._backend_for(flat.param.buffer.device).step(
+            [flat.param.buffer], [flat.grad.buffer], [[s.buffer for s in flat.states]],
+            steps=[flat.step], lr=float(group["lr"]), hyperparameters=hyper, generator=self._generator)
+        return True
+
+    def _make_flat(self, params: list[torch.Tensor], old: "_FlatGroup | None") -> "_FlatGroup | None":
+        """Flat buffers for a group whose parameters all have dense gradients, one CPU device and
+        dtype, storage of their own (or their places in ``old``'s buffer) and one step count;
+        None for any other group."""
+        if len(params) < 2 or any(p.grad is None or p.grad.is_sparse for p in params):
+            return None
+        first = params[0]
+        if first.device.type != "cpu" or first.is_complex() or any(
+                p.dtype != first.dtype or p.device != first.device for p in params):
+            return None
+        # A parameter still at its place in the old buffer may move to a new one, like one
+        # that owns its storage: neither aliases another parameter.
+        placed = [old is not None and i < len(old.params) and old.params[i] is p and p.data_ptr() == old.ptrs[i]
+                  for i, p in enumerate(params)]
+        reuse = old is not None and len(old.params) == len(params) and all(placed)
+        if not all(at or owns_storage(p) for at, p in zip(placed, params)):
+            return None
+        names = self.program.state_names
+        for p in params:
+            state = self.state[p]
+            if not state:
+                state["step"] = torch.tensor(0.0)
+                for n in names:
+                    state[n] = self._zero_state(p)
+        steps = [self.state[p]["step"] for p in params]
+        if any(not isinstance(t, torch.Tensor) or t.dim() != 0 for t in steps) or len({float(t) for t in steps}) != 1:
+            return None
+        current = [[self.state[p][n] for p in params] for n in names]
+        for tensors in current:
+            if any(not isinstance(t, torch.Tensor) or t.shape != p.shape or t.dtype != tensors[0].dtype
+                   or t.device != p.device for t, p in zip(tensors, params)):
+                return None
+        param = old.param if reuse and old is not None else adopt(params)
+        flats = []
+        for n, tensors in zip(["step", *names], [steps, *current]):
+            buffer = FlatBuffer(tensors)
+            for p, view in zip(params, buffer.views):
+                self.state[p][n] = view
+            flats.append(buffer)
+        return _FlatGroup(list(params), [p.data_ptr() for p in params], param,
+                          FlatBuffer(params, init=[p.grad for p in params if p.grad is not None]), flats[1:], flats[0],
+                          float(steps[0]), self.state)
 
     def _quantized(self, p: torch.Tensor) -> bool:
         return self.state_bits == 8 and p.numel() >= MIN_8BIT_NUMEL
@@ -349,6 +423,26 @@ class Optimizer(torch.optim.Optimizer):
         bits = "" if self.state_bits == 32 else f", state_bits={self.state_bits}"
         return f"optdisco.Optimizer(rule='{self.program.name}', backend='{self.backend_name}'{bits}, " \
                f"groups={len(self.param_groups)})"
+
+
+@dataclass
+class _FlatGroup:
+    """A param group's parameters, gradients and states as flat buffers (one each)."""
+
+    params: list[torch.Tensor]
+    ptrs: list[int]              # each parameter's data pointer: its place in ``param``
+    param: FlatBuffer
+    grad: FlatBuffer
+    states: list[FlatBuffer]     # in the rule's state order
+    steps: FlatBuffer            # the parameters' ``state["step"]`` (0-d views)
+    step: float
+    state_ref: Any               # the optimizer's ``state`` the views were put in
+
+    def holds(self, params: list[torch.Tensor], state: Any) -> bool:
+        """Whether ``params`` (with gradients) are still the views this layout was made for."""
+        return (state is self.state_ref and len(params) == len(self.params)
+                and all(p is q and p.grad is not None and not p.grad.is_sparse and p.data_ptr() == ptr
+                        for p, q, ptr in zip(params, self.params, self.ptrs)))
 
 
 def state_nbytes(opt: torch.optim.Optimizer) -> int:

@@ -25,6 +25,22 @@ COMPILE_MIN_NUMEL = 500_000
 SMALL_NUMEL = 1 << 14
 
 
+def compile_sample(t: torch.Tensor) -> torch.Tensor:
+    """A small contiguous copy of ``t`` with the same compiled specialization: a 2-D
+    ``(1 or 2, 1 or 17)`` matrix for tensors of 2 or more dims (rows and cols of the matrix
+    view), else 1-D of 1 or 17 elements. 17 differs from 2, so dynamo's equal-size guards
+    (duck sizing) never tie the rows to the cols."""
+    flat = t.detach().reshape(-1)
+    if t.dim() >= 2:
+        rows = t.shape[0]
+        cols = flat.numel() // rows
+        shape: tuple[int, ...] = (1 if rows == 1 else 2, 1 if cols == 1 else 17)
+    else:
+        shape = (1 if flat.numel() == 1 else 17,)
+    n = shape[0] * (shape[1] if len(shape) == 2 else 1)
+    return flat[:n].repeat(-(-n // flat.numel()))[:n].reshape(shape).clone()
+
+
 def auto_backend(program: Program, device: torch.device):
     """Triton on CUDA when triton imports; on CPU the foreach/compile pair below."""
     device = torch.device(device)
@@ -99,9 +115,10 @@ class AutoCPUBackend:
             key = specialization(params[i], grads[i])
             if key not in samples:
                 samples[key] = i
-        # Copies, taken here, so the thread never reads tensors the main thread updates.
-        work = [(params[i].detach().clone(), grads[i].detach().clone(),
-                 [x.detach().clone() for x in states[i]], steps[i]) for i in samples.values()]
+        # Small copies, taken here, so the thread never reads tensors the main thread updates
+        # and a 10M-element group costs the first step no full-size copies.
+        work = [(compile_sample(params[i]), compile_sample(grads[i]),
+                 [compile_sample(x) for x in states[i]], steps[i]) for i in samples.values()]
         self._warmed = set(samples)
         hyper = dict(hyperparameters)
         grad_enabled = torch.is_grad_enabled()  # thread-local, and dynamo guards on it

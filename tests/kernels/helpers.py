@@ -64,12 +64,13 @@ def program_draws(program):
 
 def check_backend(backend, program: Program, *, shapes=SHAPES, dtype=torch.float64, n_steps=3,
                   lr=0.01, rtol=1e-9, atol=1e-11, seed=0, noise_for=None, state_dtype=None,
-                  device="cpu"):
+                  device="cpu", same_step=False):
     """``n_steps`` steps on fresh inputs; the backend must match the interpreter each time.
 
     ``noise_for(step_index, params) -> noise(i)`` gives the noise the backend drew for tensor
     i (called after the backend's step), for rules with randn(); by default the backend is
     assumed to draw like the interpreter from ``torch.Generator().manual_seed(1234 + k)``.
+    ``same_step`` gives every tensor the same step (else steps alternate between tensors).
     """
     if noise_for is None:
         noise_for = generator_noise(program, 1234)
@@ -78,7 +79,7 @@ def check_backend(backend, program: Program, *, shapes=SHAPES, dtype=torch.float
         params, grads, states = fresh_case(program, shapes, dtype, seed * 100 + k, state_dtype)
         params, grads = [p.to(device) for p in params], [g.to(device) for g in grads]
         states = [[x.to(device) for x in s] for s in states]
-        steps = [float(k + 1 + i % 2) for i in range(len(shapes))]
+        steps = [float(k + 1 + (0 if same_step else i % 2)) for i in range(len(shapes))]
         p0 = [p.cpu().clone() for p in params]
         s0 = [[x.cpu().clone() for x in s] for s in states]
         g0 = [g.cpu().clone() for g in grads]

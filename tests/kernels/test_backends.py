@@ -61,6 +61,22 @@ def test_fast_paths_match_interpreter_on_random_programs(kind):
 
 
 @pytest.mark.parametrize("name", sorted(PROGRAMS))
+def test_foreach_with_one_step_for_all_tensors_matches_interpreter(name):
+    """Tensors of one step take the form with the per-tensor numbers as Python floats."""
+    p = PROGRAMS[name]
+    b = make("foreach", p)
+    assert (b.uniform_fn is not None) == (not any(op.kind == "reduction" for op in b.plan.live_ops()))
+    check_backend(b, p, n_steps=2, same_step=True)
+    check_backend(b, p, n_steps=1, dtype=torch.float32, rtol=1e-5, atol=1e-6, seed=7, same_step=True)
+
+
+def test_foreach_with_one_step_matches_interpreter_on_random_programs():
+    for p in RANDOM_FAST[::2]:
+        check_backend(make("foreach", p), p, n_steps=2, rtol=1e-7, atol=1e-9,
+                      shapes=[(4, 3), (5,), ()], same_step=True)
+
+
+@pytest.mark.parametrize("name", sorted(PROGRAMS))
 def test_triton_matches_interpreter_on_rules(name, device):
     p = PROGRAMS[name]
     b = make("triton", p, device)

@@ -208,3 +208,15 @@ def test_generated_kernels_compile_for_a_real_gpu_target():
     out = subprocess.run([sys.executable, "-c", AOT_SCRIPT], capture_output=True, text=True, env=env,
                          timeout=240)
     assert out.returncode == 0, out.stderr[-3000:]
+
+
+def test_background_compile_samples_are_small_and_keep_the_specialization():
+    from optdisco.kernels.compiled import matrix_view, specialization
+    for shape in [(256, 256), (1, 5000), (20000,), (3, 1), (4, 1, 1), (1,), (2, 3, 4), ()]:
+        t = torch.randn(shape)
+        sample = auto_mod.compile_sample(t)
+        assert sample.numel() <= 34 and sample.is_contiguous()
+        assert specialization(sample, sample) == specialization(t, t)
+        rows, cols = matrix_view(sample).shape
+        assert (rows == 1) == (matrix_view(t).shape[0] == 1) and (cols == 1) == (matrix_view(t).shape[1] == 1)
+        assert rows != cols or rows == 1  # no equal-size guard between rows and cols
