@@ -106,16 +106,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.list_tasks:
         console.print(cli_support.list_tasks_table())
         return 0
+    seeds = args.seeds or cli_support.DEFAULT_SEEDS[args.suite]
     if args.learned:
         from .commands_learn import eval_learned
-        eval_learned(args.learned, suite=args.suite, tasks=args.task or (), seeds=args.seeds,
+        eval_learned(args.learned, suite=args.suite, tasks=args.task or (), seeds=seeds,
                      budget=args.budget, console=console)
         return 0
     if not args.rule:
         raise SystemExit("optdisco eval: give a RULE (or --learned WEIGHTS, or --list-tasks)")
     tasks = args.task or None
     out = cli_support.eval_command(_rule(args.rule), tasks=tasks, suite=args.suite,
-                                   seeds=args.seeds, budget=args.budget)
+                                   seeds=seeds, budget=args.budget)
     console.print(out)
     return 0
 
@@ -245,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("rule", nargs="?")
     s.add_argument("--task", action="append", help="a task name (repeatable)")
     s.add_argument("--suite", default="proxy", choices=["proxy", "heldout"])
-    s.add_argument("--seeds", type=int, default=1)
+    s.add_argument("--seeds", type=int, default=None, help="task seeds (default: 1 on proxy, 2 on heldout)")
     s.add_argument("--budget", type=float, default=1.0, help="multiplies each task's default steps")
     s.add_argument("--list-tasks", action="store_true", help="list the tasks with sizes and budgets")
     s.add_argument("--learned", metavar="WEIGHTS", help="evaluate a learned MLP optimizer (.npz) instead")

@@ -9,7 +9,8 @@ from rich.table import Table
 from rich.text import Text
 
 from ..dsl import Program
-from ..evaluators.evaluate import evaluate, steps_for
+from ..evaluators.evaluate import DEFAULT_SEEDS, evaluate, noise_floor, steps_for  # noqa: F401 (cmd_eval reads it)
+from ..evaluators.fitness import noise_floor_text
 from ..evaluators.tasks import SUITES, get_task
 
 
@@ -34,8 +35,12 @@ def eval_command(rule: Program, tasks: list[str] | None, suite: str, seeds: int,
         table.add_row(task, _fmt(mean(ev.losses[task])), _fmt(mean(ev.baseline_losses[task])),
                       Text(f"{r:+.3f}", style=style or ""), _fmt(ev.tuned_lr[task], 3),
                       _fmt(ev.baseline_lr[task], 3), ev.failures.get(task, "")[:60])
+    floor = ""
+    if suite == "heldout":  # a held-out judgment is read against AdamW's own rounding noise
+        nf = noise_floor(suite=suite, tasks=tasks, seeds=seeds, budget=budget, cache_dir=cache_dir)
+        floor = f"  {noise_floor_text(nf.fitness)}"
     summary = Text(f"fitness {ev.fitness:+.3f}  95% CI [{ev.ci_low:+.3f}, {ev.ci_high:+.3f}]  "
-                   f"P(beats AdamW) {ev.p_beats_baseline:.2f}  ({ev.seconds:.1f}s)")
+                   f"P(beats AdamW) {ev.p_beats_baseline:.2f}{floor}  ({ev.seconds:.1f}s)")
     return Group(table, summary)
 
 

@@ -4,8 +4,9 @@
 """
 
 from .baseline import ADAMW, ADAMW_SOURCE, baseline_program
-from .evaluate import QUICK_TASKS, Evaluation, baseline_entry, evaluate, steps_for
-from .fitness import BEST_LOG_RATIO, WORST_LOG_RATIO, bootstrap_ci, log_ratio, mean_fitness, prob_beats
+from .evaluate import DEFAULT_SEEDS, QUICK_TASKS, Evaluation, NoiseFloor, baseline_entry, evaluate, noise_floor, steps_for
+from .fitness import (BEST_LOG_RATIO, WORST_LOG_RATIO, aggregate_fitness, bootstrap_ci, log_ratio, mean_fitness,
+                      prob_beats, trimmed_mean)
 from .properties import solution_properties
 from .tasks import FACTORIES, SUITES, Task, get_task, suite_tasks
 from .train import Run, RunResult, train
@@ -17,6 +18,7 @@ from . import heldout as _heldout  # noqa: F401
 from . import heldout_scale as _heldout_scale  # noqa: F401
 
 __all__ = ["WORST_LOG_RATIO", "BEST_LOG_RATIO", "Evaluation", "evaluate", "QUICK_TASKS", "ADAMW",
+           "DEFAULT_SEEDS", "NoiseFloor", "noise_floor", "aggregate_fitness", "trimmed_mean",
            "ADAMW_SOURCE", "baseline_program", "baseline_entry", "steps_for", "bootstrap_ci",
            "log_ratio", "mean_fitness", "prob_beats", "solution_properties", "FACTORIES", "SUITES",
            "Task", "get_task", "suite_tasks", "Run", "RunResult", "train", "DEFAULT_LR_GRID", "tune"]

@@ -1,6 +1,8 @@
 """The held-out suite: tasks the search never sees, for checking that proxy rankings transfer.
 
-Other architectures and longer budgets than the proxy suite. Each task has a "cpu" size
+Other architectures and longer budgets than the proxy suite: deeper MLPs, CNNs, a
+transformer LM, an autoencoder, a recurrent network (GRU on the adding problem) and tabular
+data with label noise. Each task has a "cpu" size
 (seconds, for CI and for rank-correlation checks) and a "gpu" size for validation at
 scale (issue 6): a pre-norm transformer LM of ~25M parameters, a six-layer CNN, wider
 MLPs and longer runs.
@@ -12,7 +14,7 @@ import torch
 
 from . import data as D
 from .tasks import (CharLM, NoisyQuadratic, Supervised, Task, cnn, cnn_shapes, conv1d_net,
-                    conv1d_shapes, mlp, mlp_shapes, register)
+                    conv1d_shapes, gru_net, gru_shapes, mlp, mlp_shapes, register)
 
 
 def _gpu(scale: str) -> bool:
@@ -67,3 +69,21 @@ def _ho_autoencoder(scale: str) -> Task:
     return Supervised("ho_autoencoder", f"relu autoencoder {'-'.join(map(str, sizes))} on 8x8 digits",
                       suite="heldout", steps=2000 if _gpu(scale) else 300, batch_size=128,
                       shapes=mlp_shapes(sizes), dataset=D.digits, model=mlp, loss="ae")
+
+
+@register("ho_gru_adding", "heldout")
+def _ho_gru_adding(scale: str) -> Task:
+    length, hidden = (64, 256) if _gpu(scale) else (10, 16)
+    return Supervised("ho_gru_adding", f"GRU ({hidden} units) on the adding problem, {length} steps",
+                      suite="heldout", steps=2000 if _gpu(scale) else 150, batch_size=128 if _gpu(scale) else 32,
+                      shapes=gru_shapes(2, hidden), dataset=lambda: D.adding(length, 2000, 500, stream=0),
+                      model=gru_net, loss="mse")
+
+
+@register("ho_tabular", "heldout")
+def _ho_tabular(scale: str) -> Task:
+    sizes = [16, 1024, 1024, 3] if _gpu(scale) else [16, 64, 64, 3]
+    return Supervised("ho_tabular", f"relu MLP {'-'.join(map(str, sizes))} on mixed tabular columns, "
+                      "20% flipped training labels", suite="heldout", steps=2000 if _gpu(scale) else 300,
+                      batch_size=256 if _gpu(scale) else 64, shapes=mlp_shapes(sizes),
+                      dataset=lambda: D.noisy_tabular(16, 3, 2000, 1000, 0.2, stream=0), model=mlp)

@@ -138,3 +138,29 @@ def fan_in_normal(gen: torch.Generator, shape: tuple[int, ...], fan_in: int | No
     """Weights ~ N(0, gain^2 / fan_in), fan_in = prod(shape[1:]) unless given."""
     fan = fan_in if fan_in is not None else math.prod(shape[1:])
     return torch.randn(shape, generator=gen) * (gain / math.sqrt(max(fan, 1)))
+
+
+def gru(x: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The last hidden state of a GRU run over the sequence, per problem.
+
+    x (P, N, T, in) or shared (N, T, in); w_ih (P, 3H, in), w_hh (P, 3H, H), b (P, 3H).
+    With input projections [a_r, a_z, a_n] = x_t W_ih^T + b and [c_r, c_z, c_n] = h W_hh^T:
+    r = sigmoid(a_r + c_r), z = sigmoid(a_z + c_z), n = tanh(a_n + r * c_n),
+    h' = (1 - z) n + z h, from h = 0. Returns h_T, (P, N, H).
+    """
+    P, H = w_ih.shape[0], w_hh.shape[-1]
+    if x.dim() == 3:  # shared inputs: one projection per problem without P copies of x
+        a = torch.einsum("ntc,pgc->pntg", x, w_ih)
+    else:
+        a = torch.einsum("pntc,pgc->pntg", x, w_ih)
+    a = a + b.view(P, 1, 1, 3 * H)
+    h = a.new_zeros(P, a.shape[1], H)
+    w_hh_t = w_hh.mT
+    for t in range(a.shape[2]):
+        c = torch.matmul(h, w_hh_t)
+        a_t = a[:, :, t]
+        r = torch.sigmoid(a_t[..., :H] + c[..., :H])
+        z = torch.sigmoid(a_t[..., H:2 * H] + c[..., H:2 * H])
+        n = torch.tanh(a_t[..., 2 * H:] + r * c[..., 2 * H:])
+        h = (1 - z) * n + z * h
+    return h

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from ..errors import UserError
 from . import data as D
-from .layers import (causal_attention, conv1d, conv2d, cross_entropy, fan_in_normal, layer_norm,
+from .layers import (causal_attention, conv1d, conv2d, cross_entropy, fan_in_normal, gru, layer_norm,
                      linear, mse)
 
 Params = list[torch.Tensor]
@@ -264,6 +264,17 @@ def conv1d_net(params: Params, x: torch.Tensor) -> torch.Tensor:
     return linear(h, params[4], params[5])
 
 
+def gru_shapes(inputs: int, hidden: int, outputs: int = 1) -> Shapes:
+    """Shapes of :func:`gru_net`: GRU input/recurrent weights and bias, then a linear head."""
+    return [("w_ih", (3 * hidden, inputs)), ("w_hh", (3 * hidden, hidden)), ("b_rnn", (3 * hidden,)),
+            ("head", (outputs, hidden)), ("b_head", (outputs,))]
+
+
+def gru_net(params: Params, x: torch.Tensor) -> torch.Tensor:
+    """A GRU over the sequence x (P, N, T, in) or (N, T, in), then a linear head on h_T."""
+    return linear(gru(x, params[0], params[1], params[2]), params[3], params[4])
+
+
 @dataclass
 class TeacherStudentData:
     """Regression targets from a fixed random tanh teacher, with heavy-tailed noise and outliers."""
@@ -472,3 +483,17 @@ def _autoencoder(scale: str) -> Task:
     return Supervised("autoencoder", "tanh autoencoder 64-32-8-32-64 on 8x8 digits", steps=150,
                       batch_size=64, shapes=mlp_shapes([64, 32, 8, 32, 64]), dataset=D.digits,
                       model=lambda p, x: mlp(p, x, torch.tanh), loss="ae")
+
+
+@register("adding", "proxy")
+def _adding(scale: str) -> Task:
+    return Supervised("adding", "GRU (8 units) on the adding problem, 6 steps", steps=80, batch_size=32,
+                      shapes=gru_shapes(2, 8), dataset=lambda: D.adding(6, 1000, 300, stream=1),
+                      model=gru_net, loss="mse")
+
+
+@register("tabular", "proxy")
+def _tabular(scale: str) -> Task:
+    return Supervised("tabular", "MLP 12-32-3 on mixed tabular columns, 20% flipped labels", steps=150,
+                      batch_size=64, shapes=mlp_shapes([12, 32, 3]),
+                      dataset=lambda: D.noisy_tabular(12, 3, 1500, 500, 0.2, stream=1), model=mlp)

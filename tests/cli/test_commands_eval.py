@@ -30,3 +30,10 @@ def test_eval_command_prints_table_and_summary(tmp_path):
     assert m is not None
     fitness, low, high = map(float, m.groups())
     assert low <= fitness <= high
+    assert "noise floor" not in text
+
+
+def test_a_heldout_result_prints_its_noise_floor(tmp_path):
+    text = render(eval_command(optdisco.catalog.get("lion"), tasks=["ho_tabular"], suite="heldout", seeds=1,
+                               budget=0.05, cache_dir=str(tmp_path)))
+    assert "ho_tabular" in text and "noise floor ±" in text
