@@ -186,9 +186,10 @@ def load_text(name: str, text: str, folder: str, source: str,
     return program.with_metadata(Summary=summary, **facts, Source=source)
 
 
-def field_lines(key: str, value: str, indent: str = "    ", unit_separator: str | None = None) -> list[str]:
-    """``Key: value`` as docstring lines of at most :data:`WIDTH` columns (``indent``
-    included), continuation lines 4 spaces deeper than the field.
+def field_lines(key: str, value: str, indent: str = "    ", unit_separator: str | None = None,
+                width: int = WIDTH) -> list[str]:
+    """``Key: value`` as docstring lines of at most ``width`` columns (``indent`` included),
+    continuation lines 4 spaces deeper than the field.
 
     With ``unit_separator`` (``"; "`` for a Formula) a line breaks after a separator where
     one fits, so that a unit (a statement) stays on one line unless it is longer than one.
@@ -197,7 +198,7 @@ def field_lines(key: str, value: str, indent: str = "    ", unit_separator: str 
     import textwrap  # only writers need it
 
     def wrap(text: str, first: str) -> list[str]:
-        return textwrap.wrap(text, width=WIDTH, initial_indent=first, subsequent_indent=indent + "    ",
+        return textwrap.wrap(text, width=width, initial_indent=first, subsequent_indent=indent + "    ",
                              break_long_words=False, break_on_hyphens=False)
 
     value = " ".join(value.split())
@@ -209,9 +210,9 @@ def field_lines(key: str, value: str, indent: str = "    ", unit_separator: str 
     lines: list[str] = []
     line = f"{indent}{key}:"
     for unit in units:
-        if len(f"{line} {unit}") <= WIDTH:
+        if len(f"{line} {unit}") <= width:
             line = f"{line} {unit}"
-        elif len(f"{indent}    {unit}") <= WIDTH:
+        elif len(f"{indent}    {unit}") <= width:
             lines.append(line)
             line = f"{indent}    {unit}"
         else:  # longer than a line: fill the current line, then wrap at spaces
@@ -221,46 +222,49 @@ def field_lines(key: str, value: str, indent: str = "    ", unit_separator: str 
     return [*lines, line]
 
 
-def _section_lines(value: str) -> list[str]:
-    """A section's prose under its ``Key:`` line, wrapped at :data:`WIDTH`, indented 8."""
+def _section_lines(value: str, width: int) -> list[str]:
+    """A section's prose under its ``Key:`` line, wrapped at ``width``, indented 8."""
     import textwrap  # only writers need it
 
-    return textwrap.wrap(" ".join(value.split()), width=WIDTH, initial_indent="        ",
+    return textwrap.wrap(" ".join(value.split()), width=width, initial_indent="        ",
                          subsequent_indent="        ", break_long_words=False, break_on_hyphens=False)
 
 
-def docstring_lines(summary: str, facts: Mapping[str, str]) -> list[str]:
+def docstring_lines(summary: str, facts: Mapping[str, str], width: int = WIDTH) -> list[str]:
     """A catalog docstring as the rule file's lines, from the opening quotes (``    \"\"\"``
     and the summary, wrapped) to the closing ones: a blank line, the fields in order (the
     Formula broken between statements), and ``References`` as a section of its own.
 
-    Every line is at most :data:`WIDTH` columns unless one word is longer."""
+    Every line is at most ``width`` columns unless one word is longer."""
     import textwrap  # only writers need it
 
     if "\n" in summary or not summary.strip():
         raise ValueError("the summary must be one non-empty line")
-    lines = textwrap.wrap(" ".join(summary.split()), width=WIDTH, initial_indent='    """',
+    lines = textwrap.wrap(" ".join(summary.split()), width=width, initial_indent='    """',
                           subsequent_indent="        ", break_long_words=False, break_on_hyphens=False)
     lines.append("")
     for key, value in facts.items():
         if not _KEY_LINE.match(f"{key}: x") or "\n" in value:
             raise ValueError(f"bad fact {key!r}: keys are capitalized words, values one line")
         if key != "References":
-            lines.extend(field_lines(key, value, unit_separator="; " if key == "Formula" else None))
+            lines.extend(field_lines(key, value, unit_separator="; " if key == "Formula" else None,
+                                     width=width))
     if facts.get("References"):
-        lines.extend(["", "    References:", *_section_lines(facts["References"])])
+        lines.extend(["", "    References:", *_section_lines(facts["References"], width)])
     return [*lines, '    """']
 
 
-def rule_file_text(program: Program, summary: str, facts: Mapping[str, str]) -> str:
+def rule_file_text(program: Program, summary: str, facts: Mapping[str, str],
+                   width: int | None = None) -> str:
     """The text of a rule file for ``program``: its docstring (:func:`docstring_lines`)
-    rebuilt from ``facts``, every line at most 100 columns.
+    rebuilt from ``facts``, wrapped at ``width`` columns, or one line per field when None
+    (the files campaigns write outside the catalog, which tools grep line by line).
 
     ``summary`` is the one-line summary; ``facts`` the ``Key: value`` fields (for a found
     rule at least Formula, Defaults, Origin="found" and Campaign). The result parses back
     to ``program`` (docstring aside) and loads with :func:`load_text`.
     """
-    lines = docstring_lines(summary, facts)
+    lines = docstring_lines(summary, facts, width or 10**9)
     doc = "\n".join([lines[0][len('    """'):], *lines[1:-1]]) + "\n    "
     return replace(program, docstring=doc, metadata=()).source()
 
@@ -269,7 +273,7 @@ def rule_files_text(program: Program, summary: str, facts: Mapping[str, str]) ->
     """``(rule file text, sidecar TOML text)`` of a found rule for the catalog's ``found/``:
     the docstring keeps the description (:data:`DESCRIPTION_KEYS`), the sidecar the rest."""
     description, provenance = split_facts(facts)
-    return rule_file_text(program, summary, description), sidecar_text(provenance)
+    return rule_file_text(program, summary, description, WIDTH), sidecar_text(provenance)
 
 
 def sidecar_path(rule_path: str | Path) -> Path:
@@ -289,11 +293,10 @@ def record_provenance(rule_path: str | Path, key: str, value: str) -> Path:
     return path
 
 
-def _rule_files() -> dict[str, tuple[str, str, str, dict[str, str] | None]]:
-    """``{name: (folder, text, source, provenance)}`` for every ``*.rule`` file shipped in the
-    package; ``provenance`` is its sidecar's (``<name>.toml`` beside it), else None."""
+def _rule_files() -> dict[str, tuple[str, str, str]]:
+    """``{name: (folder, text, source)}`` for every ``*.rule`` file shipped in the package."""
     root = resources.files("optdisco.discovered")
-    found: dict[str, tuple[str, str, str, dict[str, str] | None]] = {}
+    found: dict[str, tuple[str, str, str]] = {}
     for folder in FOLDERS:
         directory = root / folder
         if not directory.is_dir():
@@ -305,17 +308,22 @@ def _rule_files() -> dict[str, tuple[str, str, str, dict[str, str] | None]]:
             source = f"{folder}/{item.name}"
             if name in found:
                 raise CatalogError(f"{source}: the name {name!r} is also {found[name][2]}")
-            sidecar = directory / f"{name}.toml"
-            provenance = (parse_sidecar(sidecar.read_text(encoding="utf-8"), f"{folder}/{name}.toml")
-                          if sidecar.is_file() else None)
-            found[name] = (folder, item.read_text(encoding="utf-8"), source, provenance)
+            found[name] = (folder, item.read_text(encoding="utf-8"), source)
     return found
+
+
+def _sidecar(folder: str, name: str) -> dict[str, str] | None:
+    """The provenance in ``<folder>/<name>.toml`` shipped in the package, else None."""
+    item = resources.files("optdisco.discovered") / folder / f"{name}.toml"
+    if not item.is_file():
+        return None
+    return parse_sidecar(item.read_text(encoding="utf-8"), f"{folder}/{name}.toml")
 
 
 @lru_cache(maxsize=1)
 def _catalog() -> dict[str, Program]:
-    return {name: load_text(name, text, folder, source, provenance)
-            for name, (folder, text, source, provenance) in _rule_files().items()}
+    return {name: load_text(name, text, folder, source, _sidecar(folder, name))
+            for name, (folder, text, source) in _rule_files().items()}
 
 
 def names() -> list[str]:

@@ -100,6 +100,8 @@ def test_formula_lines_break_between_statements_where_one_fits():
 
 def test_every_found_rule_keeps_its_provenance_in_a_sidecar():
     assert FOUND
+    sidecars = {f.name[: -len(".toml")] for f in (ROOT / "found").iterdir() if f.name.endswith(".toml")}
+    assert sidecars == {f.name[: -len(".rule")] for f in FOUND}  # no sidecar without its rule
     for path in FOUND:
         name = path.name[: -len(".rule")]
         sidecar = path.parent / f"{name}.toml"
@@ -137,7 +139,8 @@ def test_found_rule_and_sidecar_load_together_and_a_key_in_both_is_an_error():
     assert found.meta["Campaign"] == "runs/demo.sqlite:42" and found.meta["Notes"] == "short"
     with pytest.raises(CatalogError, match="Campaign"):  # required, from one place or the other
         load_text("lion", text, "found", "found/lion.rule")
-    both = rule_file_text(lion, "A rediscovered Lion.", facts)
+    both = rule_file_text(lion, "A rediscovered Lion.", facts)  # every fact in the docstring
+    assert "    Campaign: runs/demo.sqlite:42\n" in both  # one line per field, as campaigns write
     with pytest.raises(CatalogError, match="both in the docstring and in the sidecar"):
         load_text("lion", both, "found", "found/lion.rule", provenance)
 
