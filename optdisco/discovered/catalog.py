@@ -215,7 +215,10 @@ def field_lines(key: str, value: str, indent: str = "    ", unit_separator: str 
         elif len(f"{indent}    {unit}") <= width:
             lines.append(line)
             line = f"{indent}    {unit}"
-        else:  # longer than a line: fill the current line, then wrap at spaces
+        else:  # longer than a line: fill the current line (if its first word fits), then wrap
+            if len(f"{line} {unit.split(' ', 1)[0]}") > width:
+                lines.append(line)
+                line = f"{indent}   "  # the wrap below adds the space before the unit
             wrapped = wrap(unit, line + " ")
             lines.extend(wrapped[:-1])
             line = wrapped[-1]

@@ -8,7 +8,7 @@ import tomllib
 from importlib import resources
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import optdisco.catalog as catalog  # noqa: E402  (a submodule import, not the lazy attribute)
@@ -80,6 +80,10 @@ VALUES = st.lists(WORDS, min_size=1, max_size=60).map(" ".join)
 @settings(max_examples=30, deadline=None)
 @given(summary=VALUES, notes=VALUES, formula=st.lists(VALUES, min_size=1, max_size=6).map("; ".join),
        references=VALUES)
+# a statement longer than a line whose first word does not fit after the one before it
+@example(summary="0", notes="0", references="0",
+         formula="0; 0 0 0 000 0000000000; 0 000 0000; 000000 0000000000000; 0000000000 00000000000; "
+                 "00000 0000000000 0000000000 0 0 0 0 0 0 000 0000 0000 000000000 00000000000 00000000000000000")
 def test_wrapped_docstring_parses_back_to_its_facts(summary, notes, formula, references):
     facts = {"Formula": formula, "Defaults": "lr=0.1", "Notes": notes, "References": references}
     lines = docstring_lines(summary, facts)
