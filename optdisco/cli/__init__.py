@@ -172,7 +172,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def catalog_add(spec: str, name: str, checkout: str | Path) -> Path:
-    """Write found rule ``DB:ID`` of a campaign store as ``<checkout>/optdisco/discovered/found/<name>.rule``.
+    """Write found rule ``DB:ID`` of a campaign store as ``<checkout>/optdisco/discovered/found/<name>.rule``
+    (its description, with the generated Formula) and ``<name>.toml`` beside it (its provenance).
 
     A developer's step, never a run's side effect: ``checkout`` must be a source checkout (it has
     ``pyproject.toml`` and ``.git``), the program must be one the store's funnel found, and an
@@ -180,7 +181,8 @@ def catalog_add(spec: str, name: str, checkout: str | Path) -> Path:
     """
     from dataclasses import replace
 
-    from ..discovered.catalog import rule_file_text
+    from ..discovered.catalog import rule_files_text, sidecar_path
+    from ..discovered.formula import formula
     from ..search.found import found_rules
     root = Path(checkout)
     if not ((root / "pyproject.toml").is_file() and (root / ".git").exists()):
@@ -198,10 +200,16 @@ def catalog_add(spec: str, name: str, checkout: str | Path) -> Path:
         raise UserError(f"program {ident} of {db} is not a found rule (found: {sorted(by_id) or 'none'})")
     rule = by_id[int(ident)]
     out = root / "optdisco" / "discovered" / "found" / f"{name}.rule"
-    if out.exists():
-        raise UserError(f"{out} exists; choose another --name")
+    for path in (out, sidecar_path(out)):
+        if path.exists():
+            raise UserError(f"{path} exists; choose another --name")
     summary = f"Found by an optdisco campaign ({Path(db).name}, program {ident})."
-    out.write_text(rule_file_text(replace(rule["program"], name=name), summary, rule["facts"]), encoding="utf-8")
+    program = replace(rule["program"], name=name)
+    # the catalog's Formula is the generated one (tests/discovered/test_rule_files.py)
+    facts = {**rule["facts"], "Formula": formula(program)}
+    rule_text, provenance = rule_files_text(program, summary, facts)
+    out.write_text(rule_text, encoding="utf-8")
+    sidecar_path(out).write_text(provenance, encoding="utf-8")
     return out
 
 

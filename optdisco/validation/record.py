@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..discovered import catalog
-from ..discovered.catalog import parse_docstring, rule_file_text
+from ..discovered.catalog import parse_docstring, record_provenance, rule_file_text, sidecar_path
 from ..dsl import parse
 from ..search.store import Store
 from ..userdata import record_rule_fact
@@ -43,8 +43,13 @@ def validation_line(val: Validation, name: str, report: str | Path | None = None
 
 
 def record_found_validation(path: str | Path, scale: str, line: str) -> None:
-    """Set the ``Validation<Scale>:`` line of the found-rule file at ``path`` (rewritten in place)."""
+    """Set the ``Validation<Scale>:`` line of the found-rule file at ``path`` (rewritten in
+    place), or the key in its sidecar ``<name>.toml`` where it has one (the catalog's format)."""
     path = Path(path)
+    if sidecar_path(path).is_file():
+        record_provenance(path, f"Validation{scale.capitalize()}", line.replace("\n", " "))
+        catalog.reload()
+        return
     program = parse(path.read_text(encoding="utf-8"))
     summary, facts = parse_docstring(program.docstring or "")
     facts[f"Validation{scale.capitalize()}"] = line.replace("\n", " ")

@@ -9,7 +9,8 @@ import pytest
 
 import optdisco
 from optdisco.cli import main
-from optdisco.discovered.catalog import load_text
+from optdisco.discovered.catalog import load_text, parse_docstring, parse_sidecar
+from optdisco.discovered.formula import formula
 from optdisco.search.store import Store
 
 MOMENTUM = "def mom(w, g, m, *, beta=0.9):\n    m = beta * m + g\n    return m, m\n"
@@ -38,11 +39,30 @@ def test_catalog_add_writes_a_loadable_found_rule_into_the_checkout(tmp_path):
     root = checkout(tmp_path)
     assert main(["catalog-add", f"{db}:{pid}", "--name", "found_mom", "--checkout", str(root)]) == 0
     path = root / "optdisco" / "discovered" / "found" / "found_mom.rule"
-    rule = load_text("found_mom", path.read_text(), "found", "found/found_mom.rule")
+    sidecar = path.with_suffix(".toml")
+    # the docstring is a description; the provenance is in the sidecar beside it
+    _, doc_facts = parse_docstring(optdisco.parse(path.read_text()).docstring)
+    assert set(doc_facts) == {"Formula", "Defaults", "Origin"}
+    provenance = parse_sidecar(sidecar.read_text(), "found/found_mom.toml")
+    assert provenance["Campaign"].startswith(f"camp.db:{pid} ") and "Date" in provenance
+    rule = load_text("found_mom", path.read_text(), "found", "found/found_mom.rule", provenance)
     assert rule.name == "found_mom" and rule.meta["Origin"] == "found"
     assert rule.fingerprint() == optdisco.parse(MOMENTUM).fingerprint()
-    # never overwritten
+    assert rule.meta["Formula"] == formula(rule) == "m <- beta * m + g; w <- w - lr * m"
+    assert all(len(line) <= 100 for line in path.read_text().split("\n"))
+    # never overwritten, the sidecar neither
     assert main(["catalog-add", f"{db}:{pid}", "--name", "found_mom", "--checkout", str(root)]) == 2
+    path.unlink()
+    assert main(["catalog-add", f"{db}:{pid}", "--name", "found_mom", "--checkout", str(root)]) == 2
+    assert not path.exists()
+
+
+def test_show_prints_a_found_rules_provenance_from_its_sidecar(capsys):
+    assert main(["show", "found_qh_momentum"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    for key in ("Campaign: sgd.db:120", "StageHeldout: -0.0277", "Recheck:", "ValidationCpu: 2026-11-29",
+                "Notes: Quasi-hyperbolic momentum"):
+        assert key in out, key
 
 
 @pytest.mark.parametrize("make_root,spec,name,message", [

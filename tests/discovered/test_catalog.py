@@ -9,7 +9,7 @@ import pytest
 
 import optdisco
 import optdisco.catalog as catalog  # noqa: E402  (a submodule import, not the lazy attribute)
-from optdisco.discovered.catalog import REQUIRED_KEYS, CatalogError, load_text, parse_docstring
+from optdisco.discovered.catalog import REQUIRED_KEYS, CatalogError, load_text, parse_docstring, parse_sidecar
 from optdisco.dsl import DSLError, parse
 
 REQUIRED = ["sgd", "momentum", "nesterov", "adam", "adamw", "nadam", "nadamw", "radam", "rmsprop",
@@ -50,6 +50,9 @@ def test_rule_file_parses_names_itself_and_documents_its_paper(folder, path):
     assert text.count("def ") == 1
     summary, facts = parse_docstring(prog.docstring)
     assert summary and "\n" not in summary
+    sidecar = path.parent / (path.name[:-len(".rule")] + ".toml")
+    if sidecar.is_file():  # a found rule's provenance (Campaign, ...) is beside it
+        facts.update(parse_sidecar(sidecar.read_text(encoding="utf-8"), sidecar.name))
     for key in REQUIRED_KEYS[folder]:
         assert facts.get(key), f"{path.name}: docstring lacks {key}"
     assert facts["Origin"] == folder
