@@ -14,6 +14,8 @@ import math
 
 import torch
 
+from ..dsl import BUILTINS
+
 
 def _torch(fn, *args: float) -> float:
     """``fn`` applied by torch to float64 0-d tensors: the interpreter's own edge cases."""
@@ -84,6 +86,16 @@ def where(c: float, a: float, b: float) -> float:
     return a if c > 0.0 else b
 
 
+def floor(x: float) -> float:
+    """The largest integer <= x, as a float (inf and nan stay as they are, as in torch)."""
+    return float(math.floor(x)) if math.isfinite(x) else x
+
+
+def cosine(x: float) -> float:
+    """cos(x), x in radians (nan for +-inf and nan, as in torch)."""
+    return math.cos(x) if math.isfinite(x) else math.nan
+
+
 #: How each built-in is written on floats; {0}, {1}, {2} are the argument expressions.
 SCALAR_EXPR = {
     "add": "({0} + {1})", "sub": "({0} - {1})", "mul": "({0} * {1})", "div": "S.div({0}, {1})",
@@ -92,5 +104,7 @@ SCALAR_EXPR = {
     "square": "({0} * {0})", "tanh": "math.tanh({0})", "relu": "S.relu({0})",
     "clip": "S.clip({0}, {1})", "maximum": "S.maximum({0}, {1})", "minimum": "S.minimum({0}, {1})",
     "interp": "((1.0 - {2}) * {0} + {2} * {1})", "gt": "S.gt({0}, {1})",
-    "where": "S.where({0}, {1}, {2})",
+    "where": "S.where({0}, {1}, {2})", "floor": "S.floor({0})", "cosine": "S.cosine({0})",
 }
+assert set(SCALAR_EXPR) == {b.name for b in BUILTINS.values() if b.kind in ("operator", "elementwise")}, \
+    "every elementwise built-in needs a float form"
