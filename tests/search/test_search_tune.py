@@ -131,3 +131,16 @@ def test_sigkill_mid_tune_stage_then_resume_ends_like_an_uninterrupted_run(tmp_p
     stored = config.validate(tomllib.loads(store.get_meta("config")))
     Campaign(stored, store, InProcessExecutor("quadratic")).run()
     assert _snapshot(store) == _snapshot(whole.store)
+
+
+def test_hour_preset_has_the_tune_stage_before_two_seed_heldout_and_the_cli_accepts_it():
+    from optdisco.cli import build_parser
+    cfg = config.load(None, {"preset": "hour"})
+    stages = cfg["funnel"]["stages"]
+    names = [s["name"] for s in stages]
+    assert stages[names.index("tune")]["kind"] == "es" and names.index("tune") < names.index("heldout")
+    assert stages[-1] == {"name": "heldout", "suite": "heldout", "seeds": 2, "budget": 1.0}
+    assert cfg["budget"] > config.load(None, {})["budget"]
+    assert set(config.preset_names()) == {"quick", "standard", "large", "hour"}
+    args = build_parser().parse_args(["search", "--preset", "hour"])
+    assert args.preset == "hour"
