@@ -262,7 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("search", help="run a discovery campaign")
     s.add_argument("config", nargs="?", help="a campaign TOML file (default: embedded defaults)")
-    s.add_argument("--preset", choices=["quick", "standard", "large"])
+    # the names of optdisco.search.config.preset_names() (not imported here: the CLI starts light)
+    s.add_argument("--preset", choices=["quick", "standard", "large", "hour"],
+                   help="hour: an hour-long campaign on 2 cores with the ES tune stage (search/hour.toml)")
     s.add_argument("--budget", type=int, help="number of evaluations")
     s.add_argument("--workers", type=int)
     s.add_argument("--seed", type=int)

@@ -55,7 +55,9 @@ def run_campaign(cfg: Mapping[str, Any], store: Store, executor, warm_start: Pro
                  live: bool = True) -> list[int]:
     """Run (or continue) the campaign in ``store``, showing live progress; returns found ids."""
     if not live:
-        return Campaign(cfg, store, executor, warm_start=warm_start).run()
+        campaign = Campaign(cfg, store, executor, warm_start=warm_start)
+        campaign.log = console.print
+        return campaign.run()
     with Live(_progress_view(Progress(budget=cfg["budget"])), console=console, refresh_per_second=4,
               transient=False) as view:
         last = [0.0]
@@ -73,6 +75,7 @@ def run_campaign(cfg: Mapping[str, Any], store: Store, executor, warm_start: Pro
             update(p)
 
         campaign.on_progress = phase_watch
+        campaign.log = console.print  # lines above the live panel: the funnel's long stages
         return campaign.run()
 
 

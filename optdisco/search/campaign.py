@@ -131,6 +131,8 @@ class Campaign:
         self.store = store
         self.executor = executor
         self.on_progress = on_progress or (lambda p: None)
+        #: where the long stages after the search (the funnel's ES tuning) report progress, line by line
+        self.log: Callable[[str], None] = lambda line: None
         self.progress = Progress(budget=cfg["budget"])
         stored = store.get_meta("config")
         if stored is None:

@@ -498,3 +498,83 @@ def _rename(p: Program, old: str, new: str) -> Program:
         return e
 
     return replace(p, body=tuple(Assign(s.target, sub(s.expr)) for s in p.body), update=sub(p.update))
+
+
+# -- adaptive rules ------------------------------------------------------------------------
+
+#: The gradient scale factor of the adaptivity probe: large enough that an eps of 1e-8 next to
+#: sqrt(v) is invisible, small enough that nothing overflows.
+_ADAPTIVE_SCALE = 100.0
+
+
+def second_moment_states(p: Program, steps: int = 6, seed: int = _SEED) -> list[str]:
+    """The states of ``p`` (at its defaults, float64) that hold a second moment of the gradient:
+    from zero states on a gradient stream G_t at fixed w, state s is one when scaling the stream
+    by k (``_ADAPTIVE_SCALE``) scales s by k^2 (relative error < 1e-3) and s is not zero."""
+    gen = np.random.default_rng(seed)
+    w = torch.from_numpy(gen.standard_normal(40))
+    stream = [torch.from_numpy(gen.standard_normal(40) * 10.0 ** gen.uniform(-1, 0.5, 40)) for _ in range(steps)]
+    finals = []
+    for k in (1.0, _ADAPTIVE_SCALE):
+        states = [torch.zeros(40, dtype=torch.float64) for _ in p.state_names]
+        gt = torch.Generator().manual_seed(seed)
+        with single_threaded():
+            for t, g in enumerate(stream, start=1):
+                _, states = run(p, w, k * g, states, step=float(t), lr=PROBE_LR, generator=gt)
+        finals.append(states)
+    out = []
+    for name, a, b in zip(p.state_names, *finals):
+        na = float(torch.linalg.norm(a))
+        if na > 0 and math.isfinite(na) and bool(torch.isfinite(b).all()):
+            err = float(torch.linalg.norm(b - _ADAPTIVE_SCALE ** 2 * a)) / (_ADAPTIVE_SCALE ** 2 * na)
+            if err < 1e-3:
+                out.append(name)
+    return out
+
+
+def is_adaptive(p: Program, steps: int = 6, seed: int = _SEED) -> bool:
+    """Whether ``p``'s update is normalized by a second-moment state (Adam, RMSprop and their
+    kin, also behind a trust ratio as in LAMB; not momentum, sign descent or Lion), decided
+    from the rule's updates alone, at its defaults in float64:
+
+    1. some state is a second moment (:func:`second_moment_states`);
+    2. the update is scale-free: with the gradient stream scaled by k = 100, |u| changes by
+       less than a factor 2 (a momentum or SGD update grows by k);
+    3. the update is divided by that state: rerun with the state multiplied, before every
+       step, by a per-coordinate factor f_i = 10^U(-1, 1), the changes r_i = log |u'_i / u_i|
+       correlate with log f_i below -0.5 (Adam's r_i is -log(f_i) / 2 exactly; an unused or
+       multiplying second moment gives 0 or a positive correlation).
+    """
+    moments = second_moment_states(p, steps, seed)
+    if not moments:
+        return False
+    gen = np.random.default_rng(seed)
+    w = torch.from_numpy(gen.standard_normal(40))
+    stream = [torch.from_numpy(gen.standard_normal(40) * 10.0 ** gen.uniform(-1, 0.5, 40)) for _ in range(steps)]
+    factor = torch.from_numpy(10.0 ** gen.uniform(-1, 1, 40))
+
+    def last_update(k: float, boost: str | None = None) -> torch.Tensor:
+        states = [torch.zeros(40, dtype=torch.float64) for _ in p.state_names]
+        gt = torch.Generator().manual_seed(seed)
+        u = torch.zeros(40, dtype=torch.float64)
+        with single_threaded():
+            for t, g in enumerate(stream, start=1):
+                if boost is not None:
+                    states = [s * factor if n == boost else s for n, s in zip(p.state_names, states)]
+                u, states = run(p, w, k * g, states, step=float(t), lr=PROBE_LR, generator=gt)
+        return u
+
+    base, scaled = last_update(1.0), last_update(_ADAPTIVE_SCALE)
+    nb, ns = float(torch.linalg.norm(base)), float(torch.linalg.norm(scaled))
+    if not (nb > 0 and math.isfinite(nb) and math.isfinite(ns) and 0.5 < ns / nb < 2.0):
+        return False
+    for s in moments:
+        boosted = last_update(1.0, boost=s)
+        ok = (base.abs() > 0) & (boosted.abs() > 0) & torch.isfinite(boosted)
+        if int(ok.sum()) < 10:
+            continue
+        r = torch.log(boosted[ok].abs() / base[ok].abs()).numpy()
+        f = torch.log(factor[ok]).numpy()
+        if np.std(r) > 1e-9 and float(np.corrcoef(f, r)[0, 1]) < -0.5:
+            return True
+    return False

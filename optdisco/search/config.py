@@ -107,7 +107,16 @@ STAGE_KEYS: dict[str, _Key] = {
     "tasks": _Key(list),
     "seeds": _Key(int, 1, 64),
     "budget": _Key(float, 0.0),
+    # kind "es": tune the survivors' constants by the ES of `optdisco learn` (funnel.run_funnel)
+    "kind": _Key(str, choices=("evaluate", "es")),
+    "pairs": _Key(int, 1, 64),
+    "iterations": _Key(int, 0, 1000),
+    "sigma": _Key(float, 0.0),
+    "meta_lr": _Key(float, 0.0),
 }
+
+#: What an ES stage uses where it does not say (the defaults of `optdisco learn`, fewer iterations).
+ES_STAGE_DEFAULTS: dict[str, Any] = {"pairs": 2, "iterations": 4, "sigma": 0.3, "meta_lr": 0.1}
 
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": {"budget": 24, "evolution": {"population": 8, "tournament": 3},
@@ -121,6 +130,26 @@ PRESETS: dict[str, dict[str, Any]] = {
               "distributed": {"batch_size": 4},
               "simplify": {"top_k": 5}, "funnel": {"top_k": 10}},
 }
+
+#: Presets shipped as TOML files beside defaults.toml (a file, because each is a whole campaign
+#: with its own funnel and reasons worth a comment).
+PRESET_FILES: dict[str, str] = {"hour": "hour.toml"}
+
+
+def preset_names() -> list[str]:
+    """Every preset ``--preset`` accepts."""
+    return [*PRESETS, *PRESET_FILES]
+
+
+def preset(name: str) -> dict[str, Any]:
+    """The settings preset ``name`` layers over the defaults; ConfigError if there is none."""
+    if name in PRESETS:
+        return copy.deepcopy(PRESETS[name])
+    if name in PRESET_FILES:
+        text = resources.files("optdisco.search").joinpath(PRESET_FILES[name]).read_text(encoding="utf-8")
+        return tomllib.loads(text)
+    raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(preset_names())}")
+
 
 # Flags of `optdisco search` that set a key in a section rather than at the top level.
 FLAG_KEYS = {"address": ("distributed", "address")}
@@ -205,6 +234,10 @@ def validate(cfg: Mapping[str, Any]) -> dict[str, Any]:
                 raise _unknown(f"funnel.stages[{i}].{k}", STAGE_KEYS)
             checked[k] = _check(f"funnel.stages[{i}]", k, v, STAGE_KEYS[k])
         checked.setdefault("name", f"stage{i + 1}")
+        es_only = sorted(k for k in ES_STAGE_DEFAULTS if k in checked)
+        if checked.get("kind", "evaluate") != "es" and es_only:
+            raise ConfigError(f"funnel.stages[{i}] sets {', '.join(es_only)}, which only a stage with "
+                              f"kind = \"es\" uses")
         stages.append(checked)
     out["funnel"]["stages"] = stages
     out["space"]["macro_weights"] = _check_macro_weights(out["space"]["macro_weights"])
@@ -246,11 +279,9 @@ def load(path: str | Path | None = None, overrides: Mapping[str, Any] | None = N
     """The validated campaign config: defaults, then ``overrides['preset']``, the file, the flags."""
     overrides = dict(overrides or {})
     cfg = tomllib.loads(defaults_text())
-    preset = overrides.get("preset")
-    if preset is not None:
-        if preset not in PRESETS:
-            raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-        cfg = _merge(cfg, PRESETS[preset])
+    name = overrides.get("preset")
+    if name is not None:
+        cfg = _merge(cfg, preset(name))
     if path is not None:
         try:
             text = Path(path).read_text(encoding="utf-8")

@@ -46,8 +46,9 @@ def found_rules(db: str | Path) -> list[dict]:
     (Formula, Defaults with the learning rate of :func:`default_lr`, Origin, Campaign,
     Searched (the stored program), Fitness, Date, Class (:mod:`.classify`: rediscovered,
     variant or new structure, and its nearest catalog rule), Canonical (where a constant
-    step scale folds into the learning rate, :func:`.classify.canonical_form`), one entry per funnel stage and
-    one per stage with a catalog-envelope comparison)."""
+    step scale folds into the learning rate, :func:`.classify.canonical_form`), Tuned (for a rule
+    the funnel's ES stage tuned: from which program, by which stage, the values before and
+    after), one entry per funnel stage and one per stage with a catalog-envelope comparison)."""
     with Store(db, create=False) as store:
         found = json.loads(store.get_meta("found") or "[]")
         funnel = json.loads(store.get_meta("funnel") or "[]")
@@ -81,12 +82,17 @@ def found_rules(db: str | Path) -> list[dict]:
                                       f"{canon.scale:.4g} lr ({'; '.join(canon.notes)})")
             info = stored_class(store, pid)
             facts["Class"] = info["line"] if info else classify(p).line()
+            tuning = store.tuned_from(pid)
+            # a tuned rule went through the stages before its tuning as the rule it was tuned from
+            ids = {pid} if tuning is None else {pid, tuning["original"]}
+            if tuning is not None:
+                facts["Tuned"] = f"from #{tuning['original']} by funnel stage '{tuning['stage']}': {tuning['line']}"
             for stage in funnel:
                 for r in stage["rows"]:
-                    if r["id"] == pid and not r["reference"] and r.get("envelope"):
+                    if r["id"] in ids and not r["reference"] and r.get("envelope"):
                         key = "Envelope" + "".join(part.capitalize() for part in stage["stage"].split("_"))
                         facts[key] = r["envelope"]["line"]
-                    if r["id"] == pid:
+                    if r["id"] in ids and not r["reference"]:
                         key = "Stage" + "".join(part.capitalize() for part in stage["stage"].split("_"))
                         ci = "" if r["ci_low"] is None else f" [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]"
                         refs = ", ".join(f"{x['name']} {x['fitness']:+.3f}" for x in stage["rows"] if x["reference"])

@@ -97,6 +97,13 @@ CREATE TABLE IF NOT EXISTS hurdles (
     threshold REAL,
     passed INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS tunings (
+    original INTEGER NOT NULL REFERENCES programs(id),
+    stage TEXT NOT NULL,
+    tuned INTEGER NOT NULL REFERENCES programs(id),
+    info TEXT NOT NULL,
+    PRIMARY KEY (original, stage)
+);
 """
 
 
@@ -452,6 +459,28 @@ class Store:
         row = self.db.execute("SELECT COUNT(*) AS screened, SUM(passed) AS passed FROM hurdles").fetchone()
         screened, passed = row["screened"] or 0, row["passed"] or 0
         return {"screened": screened, "passed": passed, "screened_out": screened - passed}
+
+    # -- tunings (the funnel's ES stage, funnel.run_funnel): a rule and its tuned constants --
+    # Created by CREATE TABLE IF NOT EXISTS, so stores from before it gain it on open.
+    def add_tuning(self, original: int, stage: str, tuned: int, info: dict[str, Any]) -> None:
+        """Record that funnel stage ``stage`` tuned program ``original`` into program ``tuned``
+        (``info``: the ES settings, the values before and after, both fitnesses, its history)."""
+        self.db.execute("INSERT OR REPLACE INTO tunings(original, stage, tuned, info) VALUES (?,?,?,?)",
+                        (original, stage, tuned, json.dumps(info)))
+
+    def tuning(self, original: int, stage: str) -> dict[str, Any] | None:
+        """What stage ``stage`` made of program ``original`` (``tuned`` id and the info), or None."""
+        row = self.db.execute("SELECT tuned, info FROM tunings WHERE original = ? AND stage = ?",
+                              (original, stage)).fetchone()
+        return None if row is None else dict(json.loads(row["info"]), tuned=row["tuned"], original=original,
+                                             stage=stage)
+
+    def tuned_from(self, tuned: int) -> dict[str, Any] | None:
+        """The tuning that produced program ``tuned`` (as :meth:`tuning` gives it), or None."""
+        row = self.db.execute("SELECT original, stage, info FROM tunings WHERE tuned = ? ORDER BY rowid "
+                              "LIMIT 1", (tuned,)).fetchone()
+        return None if row is None else dict(json.loads(row["info"]), tuned=tuned, original=row["original"],
+                                             stage=row["stage"])
 
 
 def load_program(db: str | Path, ident: str | int) -> Program:
