@@ -25,7 +25,7 @@ def run_arm(hurdle: bool, args: argparse.Namespace, folder: Path):
     """(campaign, seconds) of one search phase with hurdles on or off."""
     from optdisco.search import config
     from optdisco.search.campaign import Campaign
-    from optdisco.search.cli_support import resolve_warm_start
+    from optdisco.cli.commands_search import resolve_warm_start
     from optdisco.search.executors import InProcessExecutor
     from optdisco.search.store import Store
     over = {"budget": args.budget, "seed": args.seed, "fitness.evaluator": args.evaluator,
