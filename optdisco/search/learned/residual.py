@@ -45,33 +45,54 @@ def theta_size(hidden: int) -> int:
     return N_FEATURES * hidden + 2 * hidden
 
 
-def features(w: torch.Tensor, g: torch.Tensor, momenta: list[torch.Tensor], v: torch.Tensor,
-             step: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``(numel, F)`` feature matrix and the base scale ``rms(m_hat / (sqrt(v_hat) + eps))``.
+def batched_features(w: torch.Tensor, g: torch.Tensor, momenta: list[torch.Tensor], v: torch.Tensor,
+                     step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features of P independent copies of one tensor, each row ``(P, n)`` its own problem.
 
-    ``momenta`` and ``v`` are already updated with ``g``; bias correction divides by
-    ``1 - beta^step``."""
+    Returns ``x`` of shape ``(P, n, F)`` and the base scale ``rms_n(m_hat / (sqrt(v_hat) + eps))``
+    of shape ``(P, 1)``. Per row, with ``sv = sqrt(v / (1 - b_v^t)) + eps``: the columns
+    ``m_k / (1 - b_k^t) / sv`` (k over MOMENTUM_BETAS), ``g / sv``, ``w / (rms(w) + eps)``,
+    ``log(|g| + eps) - log(rms(g) + eps)``, each divided by ``rms`` of that column over the
+    row plus eps; then ``tanh(t / T)`` for T in STEP_TIMESCALES and ``tanh(log10(rms(w) + eps))``.
+    ``momenta`` and ``v`` are already updated with ``g``.
+    """
     sqrt_v = torch.sqrt(v / (1.0 - SECOND_MOMENT_BETA ** step)) + _EPS
     per_element = [m / (1.0 - b ** step) / sqrt_v for m, b in zip(momenta, MOMENTUM_BETAS)]
-    base_scale = per_element[1].square().mean().sqrt()
+    base_scale = per_element[1].square().mean(dim=1, keepdim=True).sqrt()
+    rms_w = w.square().mean(dim=1, keepdim=True).sqrt()
     per_element.append(g / sqrt_v)
-    per_element.append(w / (w.square().mean().sqrt() + _EPS))
-    per_element.append(torch.log(g.abs() + _EPS) - torch.log(g.square().mean().sqrt() + _EPS))
-    x = torch.stack([f.reshape(-1) for f in per_element], dim=1)
-    x = x / (x.square().mean(dim=0, keepdim=True).sqrt() + _EPS)
-    n = x.shape[0]
-    tensor_level = [torch.tanh(torch.tensor(step / t)) for t in STEP_TIMESCALES]
-    tensor_level.append(torch.tanh(torch.log10(w.square().mean().sqrt() + _EPS)))
-    cols = torch.stack([c.to(x.dtype) for c in tensor_level]).expand(n, -1)
-    return torch.cat([x, cols], dim=1), base_scale
+    per_element.append(w / (rms_w + _EPS))
+    per_element.append(torch.log(g.abs() + _EPS) - torch.log(g.square().mean(dim=1, keepdim=True).sqrt() + _EPS))
+    x = torch.stack(per_element, dim=2)
+    x = x / (x.square().mean(dim=1, keepdim=True).sqrt() + _EPS)
+    P, n = w.shape
+    steps = torch.stack([torch.tanh(torch.tensor(step / t)) for t in STEP_TIMESCALES]).to(x.dtype)
+    tensor_level = torch.cat([steps.expand(P, -1), torch.tanh(torch.log10(rms_w + _EPS))], dim=1)
+    return torch.cat([x, tensor_level.unsqueeze(1).expand(P, n, -1)], dim=2), base_scale
+
+
+def features(w: torch.Tensor, g: torch.Tensor, momenta: list[torch.Tensor], v: torch.Tensor,
+             step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``(numel, F)`` feature matrix and the scalar base scale of one tensor: the one-row
+    case of :func:`batched_features` (same formulas)."""
+    x, scale = batched_features(w.reshape(1, -1), g.reshape(1, -1), [m.reshape(1, -1) for m in momenta],
+                                v.reshape(1, -1), step)
+    return x[0], scale.reshape(())
+
+
+def batched_residual(thetas: torch.Tensor, x: torch.Tensor, hidden: int) -> torch.Tensor:
+    """``f_theta_p(x_p) = tanh(x_p W1_p + b1_p) w2_p`` for every row p: thetas ``(P, D)``,
+    x ``(P, n, F)``, result ``(P, n)``."""
+    P = thetas.shape[0]
+    w1 = thetas[:, : N_FEATURES * hidden].reshape(P, N_FEATURES, hidden)
+    b1 = thetas[:, N_FEATURES * hidden: N_FEATURES * hidden + hidden].unsqueeze(1)
+    w2 = thetas[:, N_FEATURES * hidden + hidden:].unsqueeze(2)
+    return torch.bmm(torch.tanh(torch.baddbmm(b1, x, w1)), w2).squeeze(2)
 
 
 def residual(theta: torch.Tensor, x: torch.Tensor, hidden: int) -> torch.Tensor:
     """``f_theta(x) = tanh(x W1 + b1) w2`` for the flat ``theta`` (see :func:`theta_size`)."""
-    w1 = theta[: N_FEATURES * hidden].view(N_FEATURES, hidden)
-    b1 = theta[N_FEATURES * hidden: N_FEATURES * hidden + hidden]
-    w2 = theta[N_FEATURES * hidden + hidden:]
-    return torch.tanh(x @ w1 + b1) @ w2
+    return batched_residual(theta.reshape(1, -1), x.unsqueeze(0), hidden)[0]
 
 
 class ResidualLearnedOptimizer(torch.optim.Optimizer):
