@@ -134,7 +134,11 @@ def cmd_learn(args: argparse.Namespace) -> int:
     """Meta-learn: a rule's constants (ES), the MLP optimizer, or a rule distilled from it."""
     from . import commands_learn as learn
     common = {"address": args.address, "workers": args.workers, "console": console}
-    if args.mlp:
+    if args.residual:
+        learn.learn_residual(args.output or "residual.npz", preset=args.preset, tasks=args.task or (),
+                             iterations=args.iterations, pairs=args.pairs, seed=args.seed,
+                             command="optdisco learn " + " ".join(sys.argv[2:]), **common)
+    elif args.mlp:
         learn.learn_mlp(args.output or "lopt.npz", tasks=args.task or ("quadratic", "logreg"),
                         iterations=args.iterations or 50, pairs=args.pairs or 8, seed=args.seed, **common)
     elif args.distill:
@@ -268,6 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("learn", help="meta-learn a rule's constants, an MLP optimizer, or distill one")
     s.add_argument("rule", nargs="?", help="ES over this rule's hyperparameters and constants")
     s.add_argument("--mlp", action="store_true", help="meta-train the per-parameter MLP optimizer")
+    s.add_argument("--residual", action="store_true",
+                   help="meta-train the residual optimizer (AdamW plus a learned correction) by ES")
+    s.add_argument("--preset", default="hour", help="--residual: smoke (seconds) or hour (about an hour, 2 cores)")
     s.add_argument("--distill", metavar="WEIGHTS", help="search a rule imitating this learned optimizer")
     s.add_argument("--suite", default="proxy", choices=["proxy", "heldout"])
     s.add_argument("--task", action="append", help="train on this task only (repeatable)")

@@ -20,7 +20,7 @@ def _thetas(n: int, scale: float = 0.5, seed: int = 0) -> np.ndarray:
 
 
 def test_zero_theta_is_the_evaluators_adamw_bit_for_bit():
-    task = get_task("logreg")
+    task = get_task("teacher_student")
     lrs, seeds = [1e-3, 1e-2, 1e-1, 1e-2], [0, 0, 0, 1]
     ref = train(task, [resolve_rule("adamw")], [Run(0, lr, s) for lr, s in zip(lrs, seeds)], steps=30)
     got = train_residual(task, np.zeros((4, theta_size(HIDDEN))), lrs, seeds, steps=30, hidden=HIDDEN, alpha=0.1)
@@ -30,7 +30,7 @@ def test_zero_theta_is_the_evaluators_adamw_bit_for_bit():
 
 
 def test_rows_with_zero_theta_stay_adamw_beside_learned_rows():
-    task = get_task("logreg")
+    task = get_task("digits_mlp")  # its batched products round the same for any batch size
     thetas = _thetas(3)
     thetas[1] = 0.0
     ref = train(task, [resolve_rule("adamw")], [Run(0, 1e-2, 0)], steps=20)
@@ -40,6 +40,8 @@ def test_rows_with_zero_theta_stay_adamw_beside_learned_rows():
 
 
 def test_batched_equals_one_at_a_time_for_nonzero_theta():
+    # on digits_mlp the evaluators' own batched AdamW runs are batch-size independent bit for bit
+    # (on quadratic and teacher_student they differ in the last bit, for every rule)
     task = get_task("digits_mlp")
     thetas, lrs, seeds = _thetas(3, seed=1), [3e-3, 1e-2, 3e-2], [0, 1, 0]
     kw = dict(steps=12, hidden=HIDDEN, alpha=0.2)
