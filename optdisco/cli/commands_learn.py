@@ -33,9 +33,9 @@ from ..search.learned.constants import (
 )
 from ..search.learned.distill import DistillResult, distill, record
 from ..search.learned.es import ESConfig, MetaTrainer
-from ..search.learned.learned_eval import evaluate_learned
+from ..search.learned.learned_eval import evaluate_learned, evaluate_residual
 from ..search.learned.mlp_optimizer import MLPOptimizer, load, save
-from ..search.learned.residual import save_theta
+from ..search.learned.residual import is_residual_weights, load_theta, resolve_weights, save_theta
 from ..search.learned.residual_meta import (
     PRESETS,
     ResidualESConfig,
@@ -180,18 +180,31 @@ def learn_residual(out: str, *, preset: str = "hour", tasks: Sequence[str] = (),
 
 def eval_learned(weights: str, *, suite: str = "proxy", tasks: Sequence[str] = (), seeds: int = 1,
                  budget: float = 1.0, cache_dir: str | None = None, console: Console | None = None) -> dict:
-    """The learned optimizer's fitness against tuned AdamW, per task and overall."""
+    """The learned optimizer's fitness against tuned AdamW, per task and overall; ``weights`` is a
+    path or the name of shipped weights ("default"), residual or MLP."""
     console = console or Console()
-    cfg, theta, _ = load(weights)
-    res = evaluate_learned(MLPOptimizer(cfg), theta, suite=suite, tasks=list(tasks) or None, seeds=seeds,
-                           budget=budget, cache_dir=cache_dir)
-    table = Table(title=f"learned optimizer {weights} vs tuned AdamW ({suite})")
+    path = resolve_weights(weights)
+    if is_residual_weights(path):
+        w = load_theta(path)
+        res = evaluate_residual(w["theta"], hidden=w["hidden"], alpha=w["alpha"], base=w["base"], suite=suite,
+                                tasks=list(tasks) or None, seeds=seeds, budget=budget, cache_dir=cache_dir,
+                                on_task=lambda t, f, lr: console.print(f"{t}: {f:+.4f} (tuned lr {lr:g})",
+                                                                       highlight=False))
+        kind = "residual"
+    else:
+        cfg, theta, _ = load(path)
+        res = evaluate_learned(MLPOptimizer(cfg), theta, suite=suite, tasks=list(tasks) or None, seeds=seeds,
+                               budget=budget, cache_dir=cache_dir)
+        kind = "MLP"
+    table = Table(title=f"learned {kind} optimizer {weights} vs tuned AdamW ({suite}, budget {budget:g})")
     for col in ("task", "log(L_AdamW / L)", "tuned lr"):
         table.add_column(col)
     for t, f in res["per_task"].items():
         table.add_row(t, f"{f:+.4f}", f"{res['tuned_lr'][t]:g}")
     console.print(table)
-    console.print(f"fitness {res['fitness']:+.4f}")
+    ci = res.get("ci")
+    console.print(f"fitness {res['fitness']:+.4f}" + (f" [{ci[0]:+.4f}, {ci[1]:+.4f}] (95% bootstrap over "
+                                                       f"{seeds} seeds)" if ci else ""), highlight=False)
     return res
 
 

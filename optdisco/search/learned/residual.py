@@ -21,12 +21,14 @@ Weights save as ``.npz`` (no pickle).
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
 
 from ...discovered.optimizer import resolve_rule
+from ...discovered.param_steps import DeviceLists, due_parameters
 from ...dsl import Program
 
 MOMENTUM_BETAS = (0.5, 0.9, 0.99)
@@ -149,20 +151,11 @@ class ResidualLearnedOptimizer(torch.optim.Optimizer):
         for group in self.param_groups:
             hyper = {n: float(group[n]) for n in self.program.hyperparameter_names}
             lr = float(group["lr"])
-            by_device: dict[str, tuple[list, list, list, list]] = {}
-            pending: list[tuple[torch.Tensor, torch.Tensor, int]] = []
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if p.grad.is_sparse or p.is_complex():
-                    raise RuntimeError("the residual learned optimizer supports dense real parameters only")
-                state = self.state[p]
-                if not state:
-                    state["step"] = torch.tensor(0.0)
-                    for n in (*names, *_FEATURE_STATES):
-                        state[n] = torch.zeros_like(p, dtype=state_dtype(p))
-                state["step"] += 1
-                step = int(state["step"])
+            lists = DeviceLists()
+            pending: list[tuple[torch.Tensor, torch.Tensor]] = []
+            for p, state, step in due_parameters(
+                    group["params"], self.state, "the residual learned optimizer",
+                    lambda p: {n: torch.zeros_like(p, dtype=state_dtype(p)) for n in (*names, *_FEATURE_STATES)}):
                 g = p.grad.to(state["feat_v"].dtype)
                 for i, b in enumerate(MOMENTUM_BETAS):  # feature statistics, separate from the base's states
                     state[f"feat_m{i}"].mul_(b).add_(g, alpha=1.0 - b)
@@ -171,17 +164,13 @@ class ResidualLearnedOptimizer(torch.optim.Optimizer):
                     momenta = [state[f"feat_m{i}"] for i in range(len(MOMENTUM_BETAS))]
                     x, scale = features(p.detach().to(g.dtype), g, momenta, state["feat_v"], step)
                     r = residual(self.theta.to(device=p.device, dtype=x.dtype), x, self.hidden)
-                    pending.append((p, (self.alpha * scale * r).view_as(p), step))
-                lists = by_device.setdefault(str(p.device), ([], [], [], []))
-                lists[0].append(p)
-                lists[1].append(p.grad)
-                lists[2].append([state[n] for n in names])
-                lists[3].append(float(step))
-            for params, grads, states, steps in by_device.values():
+                    pending.append((p, (self.alpha * scale * r).view_as(p)))
+                lists.add(p, [state[n] for n in names], step)
+            for params, grads, states, steps in lists.groups():
                 self._backend_for(params[0].device).step(
                     params, grads, states, steps=steps, lr=lr, hyperparameters=hyper,
                     generator=self._generator)
-            for p, r, _ in pending:
+            for p, r in pending:
                 p.sub_((lr * r).to(p.dtype))
         return loss
 
@@ -201,6 +190,37 @@ class ResidualLearnedOptimizer(torch.optim.Optimizer):
         if theta is None or meta.get("hidden") != self.hidden or not torch.equal(theta, self.theta):
             raise ValueError("this checkpoint was made with other learned weights (theta)")
         super().load_state_dict({k: v for k, v in state_dict.items() if k != "optdisco"})
+
+
+#: Weights shipped with the package: ``learned="NAME"`` is ``WEIGHTS_DIR / "NAME.npz"``.
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+
+def resolve_weights(learned: "str | os.PathLike") -> Path:
+    """The weights file of ``learned``: a path, or the name of a file in :data:`WEIGHTS_DIR`."""
+    path = Path(learned)
+    if path.exists() or isinstance(learned, os.PathLike) or path.suffix == ".npz" or len(path.parts) > 1:
+        return path
+    shipped = WEIGHTS_DIR / f"{learned}.npz"
+    if not shipped.exists():
+        names = sorted(p.stem for p in WEIGHTS_DIR.glob("*.npz"))
+        raise FileNotFoundError(f"no learned weights named {learned!r}; shipped: {', '.join(names) or 'none'} "
+                                "(or give a path to an .npz file)")
+    return shipped
+
+
+def is_residual_weights(path: "str | os.PathLike") -> bool:
+    """Whether the ``.npz`` at ``path`` holds residual weights (:func:`save_theta`), not MLP weights."""
+    with np.load(path, allow_pickle=False) as z:
+        return {"theta", "hidden", "alpha", "base"} <= set(z.files)
+
+
+def from_weights(params: Iterable, learned: "str | os.PathLike", lr: float | None = None,
+                 **kwargs: Any) -> "ResidualLearnedOptimizer":
+    """``ResidualLearnedOptimizer`` with the weights, shape and base rule of a :func:`save_theta` file."""
+    w = load_theta(resolve_weights(learned))
+    return ResidualLearnedOptimizer(params, lr, base=w["base"], theta=w["theta"], hidden=w["hidden"],
+                                    alpha=w["alpha"], **kwargs)
 
 
 def save_theta(path: "str | os.PathLike", theta: np.ndarray, *, hidden: int, alpha: float,
