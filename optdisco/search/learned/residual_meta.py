@@ -220,7 +220,7 @@ def write_meta_report(history: Sequence[dict], cfg: ResidualESConfig, out: "str 
             ax1.plot(*zip(*pts), "o", ms=4, label=name)
     cyc = cycle_means(history, len(cfg.tasks))
     if cyc:
-        ax1.plot(*zip(*cyc), "k-", lw=2, label="mean over a cycle")
+        ax1.plot(*zip(*cyc), "ko-", lw=2, label="mean over a cycle")
     ax1.axhline(0.0, color="grey", lw=1)
     ax1.set_xlabel("ES iteration")
     ax1.set_ylabel("log(L_AdamW / L_theta), unseen seed")
