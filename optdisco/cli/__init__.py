@@ -90,6 +90,10 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Write the rule as a standalone torch optimizer, an optax transformation, LaTeX or Markdown."""
+    from ..search.learned.residual import WEIGHTS_DIR
+    if args.rule.startswith("learned:") or args.rule.endswith(".npz") or (WEIGHTS_DIR / f"{args.rule}.npz").exists():
+        raise UserError(f"optdisco export writes rules only; {args.rule!r} is a learned optimizer, which has no "
+                        "standalone file: use optdisco.Optimizer(params, learned=...) from the package instead")
     p = _rule(args.rule)
     text = export(p, args.format)
     if args.output in (None, "-"):
@@ -135,7 +139,11 @@ def cmd_learn(args: argparse.Namespace) -> int:
     """Meta-learn: a rule's constants (ES), the MLP optimizer, or a rule distilled from it."""
     from . import commands_learn as learn
     common = {"address": args.address, "workers": args.workers, "console": console}
-    if args.mlp:
+    if args.residual:
+        learn.learn_residual(args.output or "residual.npz", preset=args.preset, tasks=args.task or (),
+                             iterations=args.iterations, pairs=args.pairs, seed=args.seed,
+                             command="optdisco learn " + " ".join(sys.argv[2:]), **common)
+    elif args.mlp:
         learn.learn_mlp(args.output or "lopt.npz", tasks=args.task or ("quadratic", "logreg"),
                         iterations=args.iterations or 50, pairs=args.pairs or 8, seed=args.seed, **common)
     elif args.distill:
@@ -257,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seeds", type=int, default=None, help="task seeds (default: 1 on proxy, 2 on heldout)")
     s.add_argument("--budget", type=float, default=1.0, help="multiplies each task's default steps")
     s.add_argument("--list-tasks", action="store_true", help="list the tasks with sizes and budgets")
-    s.add_argument("--learned", metavar="WEIGHTS", help="evaluate a learned MLP optimizer (.npz) instead")
+    s.add_argument("--learned", metavar="WEIGHTS", help="evaluate a learned optimizer instead (.npz, or 'default': the shipped one)")
     s.set_defaults(fn=cmd_eval)
 
     s = sub.add_parser("search", help="run a discovery campaign")
@@ -271,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--db", help="campaign store path (default: ./runs/<time>.db)")
     s.add_argument("--warm-start", dest="warm_start", help="catalog name, rule file or DB:ID")
     s.add_argument("--strategy", choices=["evolution", "random"])
-    s.add_argument("--surrogate", action="store_true", help="rank children with a learned predictor")
+    s.add_argument("--surrogate", action="store_true", help="experiment (off by default; it needed 1.24x more evaluations): rank children with a learned predictor")
     s.add_argument("--address", help="join an existing Ray cluster")
     s.add_argument("--resume", help="continue the campaign in this store")
     s.set_defaults(fn=cmd_search)
@@ -279,6 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("learn", help="meta-learn a rule's constants, an MLP optimizer, or distill one")
     s.add_argument("rule", nargs="?", help="ES over this rule's hyperparameters and constants")
     s.add_argument("--mlp", action="store_true", help="meta-train the per-parameter MLP optimizer")
+    s.add_argument("--residual", action="store_true",
+                   help="meta-train the residual optimizer (AdamW plus a learned correction) by ES")
+    s.add_argument("--preset", default="hour", help="--residual: smoke (seconds) or hour (about an hour, 2 cores)")
     s.add_argument("--distill", metavar="WEIGHTS", help="search a rule imitating this learned optimizer")
     s.add_argument("--suite", default="proxy", choices=["proxy", "heldout"])
     s.add_argument("--task", action="append", help="train on this task only (repeatable)")

@@ -2,6 +2,8 @@
 
 - :func:`learn_rule`: ``optdisco learn RULE [--suite proxy]`` (ES over constants).
 - :func:`learn_mlp`: ``optdisco learn --mlp -o W.npz`` (meta-train the MLP optimizer).
+- :func:`learn_residual`: ``optdisco learn --residual [--preset hour] -o W.npz`` (meta-train the
+  residual optimizer, AdamW plus a learned correction; checkpointed, resumable, HTML curves).
 - :func:`distill_mlp`: ``optdisco learn --distill W.npz`` (a rule that imitates it).
 - :func:`eval_learned`: the learned optimizer on a suite, for ``optdisco eval --learned W.npz``.
 
@@ -11,9 +13,14 @@ Ray with that many CPUs; otherwise everything runs in this process.
 
 from __future__ import annotations
 
+import json
+import time
+from dataclasses import asdict
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
 from rich.console import Console
 from rich.table import Table
@@ -26,8 +33,16 @@ from ..search.learned.constants import (
 )
 from ..search.learned.distill import DistillResult, distill, record
 from ..search.learned.es import ESConfig, MetaTrainer
-from ..search.learned.learned_eval import evaluate_learned
+from ..search.learned.learned_eval import evaluate_learned, evaluate_residual
 from ..search.learned.mlp_optimizer import MLPOptimizer, load, save
+from ..search.learned.residual import is_residual_weights, load_theta, resolve_weights, save_theta
+from ..search.learned.residual_meta import (
+    PRESETS,
+    ResidualESConfig,
+    ResidualMetaTrainer,
+    cycle_means,
+    write_meta_report,
+)
 
 
 def _ray(address: str | None, workers: int) -> None:
@@ -98,20 +113,98 @@ def learn_mlp(out: str, *, tasks: Sequence[str] = ("quadratic", "logreg"), itera
     return path
 
 
+def _toml_value(v: object) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)  # Python writes floats, nan and inf the way TOML reads them
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return json.dumps(str(v))  # a JSON string is a TOML basic string
+
+
+def provenance_toml(sections: dict[str, dict]) -> str:
+    """TOML text of ``{section: {key: value}}`` (strings, numbers, booleans and lists of them)."""
+    lines = []
+    for name, table in sections.items():
+        lines.append(f"[{name}]")
+        lines += [f"{k} = {_toml_value(v)}" for k, v in table.items() if v is not None]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def learn_residual(out: str, *, preset: str = "hour", tasks: Sequence[str] = (), iterations: int | None = None,
+                   pairs: int | None = None, seed: int = 0, checkpoint: str | None = None,
+                   address: str | None = None, workers: int = 0, cache_dir: str | None = None,
+                   command: str = "", console: Console | None = None) -> Path:
+    """Meta-train the residual optimizer by ES (:mod:`optdisco.search.learned.residual_meta`);
+    writes ``out`` (theta, ``.npz``, no pickle), ``<out>.toml`` (provenance) and ``<out>.html``
+    (curves); checkpoint ``<out>.ckpt.npz`` unless given (rerun the same command to resume)."""
+    if preset not in PRESETS:
+        raise SystemExit(f"optdisco learn --residual: unknown preset {preset!r}; presets: {', '.join(PRESETS)}")
+    console = console or Console()
+    settings = dict(PRESETS[preset], seed=seed)
+    settings.update({k: v for k, v in {"tasks": tuple(tasks) or None, "iterations": iterations,
+                                       "pairs": pairs}.items() if v is not None})
+    cfg = ResidualESConfig(**settings)
+    _ray(address, workers)
+    ckpt = checkpoint or out + ".ckpt.npz"
+    trainer = ResidualMetaTrainer(cfg, ckpt, cache_dir=cache_dir)
+    if trainer.iteration:
+        console.print(f"resuming from {ckpt} at iteration {trainer.iteration}/{cfg.iterations}")
+    started = time.time()
+
+    def show(e: dict) -> None:
+        console.print(f"iteration {e['iteration']}/{cfg.iterations} {e['task']}: mean theta vs AdamW "
+                      f"{e['mean_vs_adamw']:+.4f} (best member {e['best_member_vs_adamw']:+.4f}, "
+                      f"{e['diverged']} diverged) in {e['seconds']:.1f} s", highlight=False, soft_wrap=True)
+
+    theta = trainer.train(on_step=show)
+    save_theta(out, theta.astype(np.float32), hidden=cfg.hidden, alpha=cfg.alpha, base=cfg.base)
+    cycles = cycle_means(trainer.history, len(cfg.tasks))
+    meta = {"command": command or "optdisco learn --residual", "preset": preset, "seed": seed,
+            "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "iterations": trainer.iteration,
+            "seconds_this_run": round(time.time() - started, 1),
+            "seconds_total": round(sum(h["seconds"] for h in trainer.history), 1),
+            "inner_runs": trainer.iteration * (2 * cfg.pairs + 2)}
+    es = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
+    training = {"last_cycle_mean_vs_adamw": cycles[-1][1] if cycles else None,
+                "first_cycle_mean_vs_adamw": cycles[0][1] if cycles else None}
+    Path(out + ".toml").write_text(provenance_toml({"provenance": meta, "es": es, "training": training}),
+                                   encoding="utf-8")
+    report = write_meta_report(trainer.history, cfg, out + ".html")
+    console.print(f"wrote {out} ({len(theta)} weights, {trainer.iteration} ES iterations), {out}.toml, {report}")
+    return Path(out)
+
+
 def eval_learned(weights: str, *, suite: str = "proxy", tasks: Sequence[str] = (), seeds: int = 1,
                  budget: float = 1.0, cache_dir: str | None = None, console: Console | None = None) -> dict:
-    """The learned optimizer's fitness against tuned AdamW, per task and overall."""
+    """The learned optimizer's fitness against tuned AdamW, per task and overall; ``weights`` is a
+    path or the name of shipped weights ("default"), residual or MLP."""
     console = console or Console()
-    cfg, theta, _ = load(weights)
-    res = evaluate_learned(MLPOptimizer(cfg), theta, suite=suite, tasks=list(tasks) or None, seeds=seeds,
-                           budget=budget, cache_dir=cache_dir)
-    table = Table(title=f"learned optimizer {weights} vs tuned AdamW ({suite})")
+    path = resolve_weights(weights)
+    if is_residual_weights(path):
+        w = load_theta(path)
+        res = evaluate_residual(w["theta"], hidden=w["hidden"], alpha=w["alpha"], base=w["base"], suite=suite,
+                                tasks=list(tasks) or None, seeds=seeds, budget=budget, cache_dir=cache_dir,
+                                on_task=lambda t, f, lr: console.print(f"{t}: {f:+.4f} (tuned lr {lr:g})",
+                                                                       highlight=False))
+        kind = "residual"
+    else:
+        cfg, theta, _ = load(path)
+        res = evaluate_learned(MLPOptimizer(cfg), theta, suite=suite, tasks=list(tasks) or None, seeds=seeds,
+                               budget=budget, cache_dir=cache_dir)
+        kind = "MLP"
+    table = Table(title=f"learned {kind} optimizer {weights} vs tuned AdamW ({suite}, budget {budget:g})")
     for col in ("task", "log(L_AdamW / L)", "tuned lr"):
         table.add_column(col)
     for t, f in res["per_task"].items():
         table.add_row(t, f"{f:+.4f}", f"{res['tuned_lr'][t]:g}")
     console.print(table)
-    console.print(f"fitness {res['fitness']:+.4f}")
+    ci = res.get("ci")
+    console.print(f"fitness {res['fitness']:+.4f}" + (f" [{ci[0]:+.4f}, {ci[1]:+.4f}] (95% bootstrap over "
+                                                       f"{seeds} seeds)" if ci else ""), highlight=False)
     return res
 
 

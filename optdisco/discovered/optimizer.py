@@ -21,6 +21,7 @@ import torch
 from ..dsl import DSLError, Program, parse, run
 from ..kernels.flat import FlatBuffer, adopt, is_elementwise, owns_storage
 from . import catalog, hooks
+from .param_steps import DeviceLists, due_parameters
 
 #: With ``state_bits=8``, tensors smaller than this keep float32 states: biases and norm
 #: gains save little memory and are the most sensitive to quantization error.
@@ -132,8 +133,9 @@ class Optimizer(torch.optim.Optimizer):
     less state memory; read by the "triton" and "eager" backends, and by "auto", which
     takes the interpreter for them on CPU).
     ``Optimizer(params, learned=PATH, lr=...)`` builds ``optdisco.LearnedOptimizer(params,
-    learned=PATH, lr=...)`` instead, a learned MLP optimizer saved by ``optdisco learn --mlp``;
-    the class comes from :mod:`.hooks`, registered by the layer above.
+    learned=PATH, lr=...)`` instead (through its ``__new__``, which may return another
+    optimizer for other kinds of weights, e.g. ``learned="default"``); the class comes
+    from :mod:`.hooks`, registered by the layer above.
     """
 
     #: False after eval() (the parameters hold the rule's evaluation point) until train().
@@ -146,7 +148,7 @@ class Optimizer(torch.optim.Optimizer):
             learned_cls = hooks.learned_optimizer()
             if learned_cls is None:
                 raise TypeError("learned=PATH needs optdisco.search.learned (optdisco.LearnedOptimizer)")
-            return super().__new__(learned_cls)
+            return learned_cls.__new__(learned_cls, *args, learned=learned, **kwargs)
         return super().__new__(cls)
 
     def __init__(self, params: Iterable, rule: "str | Program | None" = None, lr: float | None = None, *,
@@ -209,29 +211,12 @@ class Optimizer(torch.optim.Optimizer):
             hyper = {n: float(group[n]) for n in self.program.hyperparameter_names}
             if self._runs_flat and self._flat_step(index, group, hyper):
                 continue
-            by_device: dict[str, tuple[list, list, list, list]] = {}
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if p.grad.is_sparse:
-                    raise RuntimeError(
-                        f"optdisco.Optimizer (rule '{self.program.name}') does not support sparse "
-                        "gradients; use a dense embedding or torch.optim.SparseAdam for it")
-                if p.is_complex():
-                    raise RuntimeError("optdisco.Optimizer does not support complex parameters; "
-                                       "optimize torch.view_as_real(p) instead")
-                state = self.state[p]
-                if not state:
-                    state["step"] = torch.tensor(0.0)
-                    for n in names:
-                        state[n] = self._zero_state(p)
-                state["step"] += 1
-                lists = by_device.setdefault(str(p.device), ([], [], [], []))
-                lists[0].append(p)
-                lists[1].append(p.grad)
-                lists[2].append([state[n] for n in names])
-                lists[3].append(float(state["step"]))
-            for params, grads, states, steps in by_device.values():
+            lists = DeviceLists()
+            for p, state, t in due_parameters(group["params"], self.state,
+                                              f"optdisco.Optimizer (rule '{self.program.name}')",
+                                              lambda p: {n: self._zero_state(p) for n in names}):
+                lists.add(p, [state[n] for n in names], t)
+            for params, grads, states, steps in lists.groups():
                 self._backend_for(params[0].device).step(
                     params, grads, states, steps=steps, lr=float(group["lr"]),
                     hyperparameters=hyper, generator=self._generator)

@@ -21,12 +21,14 @@ Weights save as ``.npz`` (no pickle).
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
 
 from ...discovered.optimizer import resolve_rule
+from ...discovered.param_steps import DeviceLists, due_parameters
 from ...dsl import Program
 
 MOMENTUM_BETAS = (0.5, 0.9, 0.99)
@@ -45,33 +47,54 @@ def theta_size(hidden: int) -> int:
     return N_FEATURES * hidden + 2 * hidden
 
 
-def features(w: torch.Tensor, g: torch.Tensor, momenta: list[torch.Tensor], v: torch.Tensor,
-             step: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``(numel, F)`` feature matrix and the base scale ``rms(m_hat / (sqrt(v_hat) + eps))``.
+def batched_features(w: torch.Tensor, g: torch.Tensor, momenta: list[torch.Tensor], v: torch.Tensor,
+                     step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features of P independent copies of one tensor, each row ``(P, n)`` its own problem.
 
-    ``momenta`` and ``v`` are already updated with ``g``; bias correction divides by
-    ``1 - beta^step``."""
+    Returns ``x`` of shape ``(P, n, F)`` and the base scale ``rms_n(m_hat / (sqrt(v_hat) + eps))``
+    of shape ``(P, 1)``. Per row, with ``sv = sqrt(v / (1 - b_v^t)) + eps``: the columns
+    ``m_k / (1 - b_k^t) / sv`` (k over MOMENTUM_BETAS), ``g / sv``, ``w / (rms(w) + eps)``,
+    ``log(|g| + eps) - log(rms(g) + eps)``, each divided by ``rms`` of that column over the
+    row plus eps; then ``tanh(t / T)`` for T in STEP_TIMESCALES and ``tanh(log10(rms(w) + eps))``.
+    ``momenta`` and ``v`` are already updated with ``g``.
+    """
     sqrt_v = torch.sqrt(v / (1.0 - SECOND_MOMENT_BETA ** step)) + _EPS
     per_element = [m / (1.0 - b ** step) / sqrt_v for m, b in zip(momenta, MOMENTUM_BETAS)]
-    base_scale = per_element[1].square().mean().sqrt()
+    base_scale = per_element[1].square().mean(dim=1, keepdim=True).sqrt()
+    rms_w = w.square().mean(dim=1, keepdim=True).sqrt()
     per_element.append(g / sqrt_v)
-    per_element.append(w / (w.square().mean().sqrt() + _EPS))
-    per_element.append(torch.log(g.abs() + _EPS) - torch.log(g.square().mean().sqrt() + _EPS))
-    x = torch.stack([f.reshape(-1) for f in per_element], dim=1)
-    x = x / (x.square().mean(dim=0, keepdim=True).sqrt() + _EPS)
-    n = x.shape[0]
-    tensor_level = [torch.tanh(torch.tensor(step / t)) for t in STEP_TIMESCALES]
-    tensor_level.append(torch.tanh(torch.log10(w.square().mean().sqrt() + _EPS)))
-    cols = torch.stack([c.to(x.dtype) for c in tensor_level]).expand(n, -1)
-    return torch.cat([x, cols], dim=1), base_scale
+    per_element.append(w / (rms_w + _EPS))
+    per_element.append(torch.log(g.abs() + _EPS) - torch.log(g.square().mean(dim=1, keepdim=True).sqrt() + _EPS))
+    x = torch.stack(per_element, dim=2)
+    x = x / (x.square().mean(dim=1, keepdim=True).sqrt() + _EPS)
+    P, n = w.shape
+    steps = torch.stack([torch.tanh(torch.tensor(step / t)) for t in STEP_TIMESCALES]).to(x.dtype)
+    tensor_level = torch.cat([steps.expand(P, -1), torch.tanh(torch.log10(rms_w + _EPS))], dim=1)
+    return torch.cat([x, tensor_level.unsqueeze(1).expand(P, n, -1)], dim=2), base_scale
+
+
+def features(w: torch.Tensor, g: torch.Tensor, momenta: list[torch.Tensor], v: torch.Tensor,
+             step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``(numel, F)`` feature matrix and the scalar base scale of one tensor: the one-row
+    case of :func:`batched_features` (same formulas)."""
+    x, scale = batched_features(w.reshape(1, -1), g.reshape(1, -1), [m.reshape(1, -1) for m in momenta],
+                                v.reshape(1, -1), step)
+    return x[0], scale.reshape(())
+
+
+def batched_residual(thetas: torch.Tensor, x: torch.Tensor, hidden: int) -> torch.Tensor:
+    """``f_theta_p(x_p) = tanh(x_p W1_p + b1_p) w2_p`` for every row p: thetas ``(P, D)``,
+    x ``(P, n, F)``, result ``(P, n)``."""
+    P = thetas.shape[0]
+    w1 = thetas[:, : N_FEATURES * hidden].reshape(P, N_FEATURES, hidden)
+    b1 = thetas[:, N_FEATURES * hidden: N_FEATURES * hidden + hidden].unsqueeze(1)
+    w2 = thetas[:, N_FEATURES * hidden + hidden:].unsqueeze(2)
+    return torch.bmm(torch.tanh(torch.baddbmm(b1, x, w1)), w2).squeeze(2)
 
 
 def residual(theta: torch.Tensor, x: torch.Tensor, hidden: int) -> torch.Tensor:
     """``f_theta(x) = tanh(x W1 + b1) w2`` for the flat ``theta`` (see :func:`theta_size`)."""
-    w1 = theta[: N_FEATURES * hidden].view(N_FEATURES, hidden)
-    b1 = theta[N_FEATURES * hidden: N_FEATURES * hidden + hidden]
-    w2 = theta[N_FEATURES * hidden + hidden:]
-    return torch.tanh(x @ w1 + b1) @ w2
+    return batched_residual(theta.reshape(1, -1), x.unsqueeze(0), hidden)[0]
 
 
 class ResidualLearnedOptimizer(torch.optim.Optimizer):
@@ -128,20 +151,11 @@ class ResidualLearnedOptimizer(torch.optim.Optimizer):
         for group in self.param_groups:
             hyper = {n: float(group[n]) for n in self.program.hyperparameter_names}
             lr = float(group["lr"])
-            by_device: dict[str, tuple[list, list, list, list]] = {}
-            pending: list[tuple[torch.Tensor, torch.Tensor, int]] = []
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if p.grad.is_sparse or p.is_complex():
-                    raise RuntimeError("the residual learned optimizer supports dense real parameters only")
-                state = self.state[p]
-                if not state:
-                    state["step"] = torch.tensor(0.0)
-                    for n in (*names, *_FEATURE_STATES):
-                        state[n] = torch.zeros_like(p, dtype=state_dtype(p))
-                state["step"] += 1
-                step = int(state["step"])
+            lists = DeviceLists()
+            pending: list[tuple[torch.Tensor, torch.Tensor]] = []
+            for p, state, step in due_parameters(
+                    group["params"], self.state, "the residual learned optimizer",
+                    lambda p: {n: torch.zeros_like(p, dtype=state_dtype(p)) for n in (*names, *_FEATURE_STATES)}):
                 g = p.grad.to(state["feat_v"].dtype)
                 for i, b in enumerate(MOMENTUM_BETAS):  # feature statistics, separate from the base's states
                     state[f"feat_m{i}"].mul_(b).add_(g, alpha=1.0 - b)
@@ -150,17 +164,13 @@ class ResidualLearnedOptimizer(torch.optim.Optimizer):
                     momenta = [state[f"feat_m{i}"] for i in range(len(MOMENTUM_BETAS))]
                     x, scale = features(p.detach().to(g.dtype), g, momenta, state["feat_v"], step)
                     r = residual(self.theta.to(device=p.device, dtype=x.dtype), x, self.hidden)
-                    pending.append((p, (self.alpha * scale * r).view_as(p), step))
-                lists = by_device.setdefault(str(p.device), ([], [], [], []))
-                lists[0].append(p)
-                lists[1].append(p.grad)
-                lists[2].append([state[n] for n in names])
-                lists[3].append(float(step))
-            for params, grads, states, steps in by_device.values():
+                    pending.append((p, (self.alpha * scale * r).view_as(p)))
+                lists.add(p, [state[n] for n in names], step)
+            for params, grads, states, steps in lists.groups():
                 self._backend_for(params[0].device).step(
                     params, grads, states, steps=steps, lr=lr, hyperparameters=hyper,
                     generator=self._generator)
-            for p, r, _ in pending:
+            for p, r in pending:
                 p.sub_((lr * r).to(p.dtype))
         return loss
 
@@ -180,6 +190,37 @@ class ResidualLearnedOptimizer(torch.optim.Optimizer):
         if theta is None or meta.get("hidden") != self.hidden or not torch.equal(theta, self.theta):
             raise ValueError("this checkpoint was made with other learned weights (theta)")
         super().load_state_dict({k: v for k, v in state_dict.items() if k != "optdisco"})
+
+
+#: Weights shipped with the package: ``learned="NAME"`` is ``WEIGHTS_DIR / "NAME.npz"``.
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+
+def resolve_weights(learned: "str | os.PathLike") -> Path:
+    """The weights file of ``learned``: a path, or the name of a file in :data:`WEIGHTS_DIR`."""
+    path = Path(learned)
+    if path.exists() or isinstance(learned, os.PathLike) or path.suffix == ".npz" or len(path.parts) > 1:
+        return path
+    shipped = WEIGHTS_DIR / f"{learned}.npz"
+    if not shipped.exists():
+        names = sorted(p.stem for p in WEIGHTS_DIR.glob("*.npz"))
+        raise FileNotFoundError(f"no learned weights named {learned!r}; shipped: {', '.join(names) or 'none'} "
+                                "(or give a path to an .npz file)")
+    return shipped
+
+
+def is_residual_weights(path: "str | os.PathLike") -> bool:
+    """Whether the ``.npz`` at ``path`` holds residual weights (:func:`save_theta`), not MLP weights."""
+    with np.load(path, allow_pickle=False) as z:
+        return {"theta", "hidden", "alpha", "base"} <= set(z.files)
+
+
+def from_weights(params: Iterable, learned: "str | os.PathLike", lr: float | None = None,
+                 **kwargs: Any) -> "ResidualLearnedOptimizer":
+    """``ResidualLearnedOptimizer`` with the weights, shape and base rule of a :func:`save_theta` file."""
+    w = load_theta(resolve_weights(learned))
+    return ResidualLearnedOptimizer(params, lr, base=w["base"], theta=w["theta"], hidden=w["hidden"],
+                                    alpha=w["alpha"], **kwargs)
 
 
 def save_theta(path: "str | os.PathLike", theta: np.ndarray, *, hidden: int, alpha: float,

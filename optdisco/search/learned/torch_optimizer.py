@@ -7,6 +7,9 @@ as its state and is updated by ``w <- w - lr * u`` with ``u`` from the MLP
 (:mod:`.mlp_optimizer`). Weights are read with ``numpy.load(allow_pickle=False)``; the
 default ``lr`` is the one the weights were meta-trained with. The weights' SHA-256 is
 stored in ``state_dict()`` so that a checkpoint cannot be resumed with other weights.
+
+Residual weights (``optdisco learn --residual``, and ``learned="default"``, the shipped
+ones) build a :class:`~.residual.ResidualLearnedOptimizer` instead: ``__new__`` returns it.
 """
 
 from __future__ import annotations
@@ -18,8 +21,10 @@ from typing import Any, Callable, Iterable
 import torch
 
 from ...discovered.optimizer import FORMAT_VERSION, Optimizer
+from ...discovered.param_steps import due_parameters
 from .features import FeatureState
 from .mlp_optimizer import MLPOptimizer, load
+from .residual import from_weights, is_residual_weights, resolve_weights
 
 _STATS = ("m", "v", "row", "col")
 
@@ -27,11 +32,22 @@ _STATS = ("m", "v", "row", "col")
 class LearnedOptimizer(Optimizer):
     """A learned MLP optimizer: ``LearnedOptimizer(params, learned=PATH, lr=...)``."""
 
+    def __new__(cls, *args: Any, learned: "str | os.PathLike", **kwargs: Any):
+        path = resolve_weights(learned)
+        if is_residual_weights(path):
+            params, rule, lr = (list(args) + [None, None, None])[:3]
+            if rule is not None:
+                raise TypeError("a learned optimizer takes no rule; its base rule is in its weights")
+            return from_weights(params if params is not None else kwargs.pop("params"), path,
+                                kwargs.pop("lr", lr), **kwargs)
+        return object.__new__(cls)
+
     def __init__(self, params: Iterable, rule: Any = None, lr: float | None = None, *,
                  learned: "str | os.PathLike", backend: str = "auto", seed: int | None = None,
                  **hyperparameters: float) -> None:
         if rule is not None or hyperparameters:
             raise TypeError("a learned optimizer takes no rule and no hyperparameters besides lr")
+        learned = resolve_weights(learned)
         cfg, theta, provenance = load(learned)
         self.mlp = MLPOptimizer(cfg)
         self.theta = theta
@@ -54,20 +70,12 @@ class LearnedOptimizer(Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if p.grad.is_sparse or p.is_complex():
-                    raise RuntimeError("the learned optimizer supports dense real parameters only")
-                state = self.state[p]
+            for p, state, step in due_parameters(group["params"], self.state, "the learned optimizer",
+                                                 lambda p: FeatureState.zeros(p.detach().unsqueeze(0)).tensors()):
                 w = p.detach().unsqueeze(0)
-                if not state:
-                    state["step"] = torch.tensor(0.0)
-                    state.update(FeatureState.zeros(w).tensors())
-                state["step"] += 1
                 stats = FeatureState(*(state[k] for k in _STATS))
                 u, new = self.mlp.updates(self.theta.to(p.device), w.float(), p.grad.unsqueeze(0).float(),
-                                          stats, int(state["step"]))
+                                          stats, step)
                 state.update(new.tensors())
                 p.sub_((float(group["lr"]) * u[0]).to(p.dtype))
         return loss
