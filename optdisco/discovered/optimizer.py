@@ -5,7 +5,9 @@ Each parameter ``w`` with gradient ``g`` is updated by the rule's program::
     (u, s_1', ..., s_k') = rule(w, g, s_1, ..., s_k; step, lr, hyperparameters)
     w <- w - lr * u
 
-with the states ``s_i`` shaped like ``w`` and zero before the first step. bf16/fp16
+with the states ``s_i`` zero before the first step, each shaped as the rule declares it:
+like ``w`` by default, or a factor or per-row/column statistic of w's matrix view
+(:func:`optdisco.dsl.shapes.storage_shape`). bf16/fp16
 parameters keep float32 states (also after ``load_state_dict``). The rule's source and a
 format version travel inside ``state_dict()`` so that a checkpoint says which rule made it.
 """
@@ -18,6 +20,7 @@ from typing import Any, Callable, Iterable
 import torch
 
 from ..dsl import DSLError, Program, parse
+from ..dsl.shapes import storage_shape
 from . import catalog, hooks
 
 #: With ``state_bits=8``, tensors smaller than this keep float32 states: biases and norm
@@ -78,7 +81,8 @@ def default_lr(program: Program) -> float:
 
 def same_rule(a: Program, b: Program) -> bool:
     """Whether two programs are the same rule up to name, docstring and default values."""
-    return (a.state_names == b.state_names and a.hyperparameter_names == b.hyperparameter_names
+    return (a.state_names == b.state_names and a.state_shapes == b.state_shapes
+            and a.hyperparameter_names == b.hyperparameter_names
             and a.body == b.body and a.update == b.update)
 
 
@@ -115,6 +119,9 @@ class Optimizer(torch.optim.Optimizer):
             raise TypeError("Optimizer needs a rule (a name, rule text, a path or a Program) "
                             "or learned=PATH (weights of a learned optimizer)")
         program = resolve_rule(rule)
+        if state_bits == 8:
+            from ..kernels.quant8 import reject_matrix_states  # kernels is imported lazily here
+            reject_matrix_states(program)
         unknown = set(hyperparameters) - set(program.hyperparameter_names)
         if unknown:
             raise TypeError(
@@ -170,7 +177,7 @@ class Optimizer(torch.optim.Optimizer):
                 if not state:
                     state["step"] = torch.tensor(0.0)
                     for n in names:
-                        state[n] = self._zero_state(p)
+                        state[n] = self._zero_state(p, self.program.state_shape(n))
                 state["step"] += 1
                 lists = by_device.setdefault(str(p.device), ([], [], [], []))
                 lists[0].append(p)
@@ -186,7 +193,9 @@ class Optimizer(torch.optim.Optimizer):
     def _quantized(self, p: torch.Tensor) -> bool:
         return self.state_bits == 8 and p.numel() >= MIN_8BIT_NUMEL
 
-    def _zero_state(self, p: torch.Tensor):
+    def _zero_state(self, p: torch.Tensor, declared: str = "param"):
+        if declared != "param":
+            return torch.zeros(storage_shape(declared, p.shape), dtype=state_dtype(p), device=p.device)
         if self._quantized(p):
             from ..kernels import quant8
             return quant8.zeros_like(p)
