@@ -23,6 +23,7 @@ import math
 from typing import Sequence
 
 from .builtins import BUILTINS, STATE_SHAPES
+from .ir import Program
 
 SCALAR, PER_ROW, PER_COL, PARAM = "scalar", "per_row", "per_col", "param"
 LEFT, RIGHT = "left_factor", "right_factor"
@@ -163,3 +164,12 @@ def compact_index(declared: str, ndim: int) -> tuple[slice, ...]:
     if declared == "per_col":
         return (first,) + (every_,) * (ndim - 1) if ndim >= 2 else (every_,) * ndim
     return ()
+
+
+#: The parameter shape memory figures of rules with matrix states are quoted for.
+MEMORY_REFERENCE_SHAPE = (1024, 4096)
+
+
+def state_elements(program: Program, param_shape: Sequence[int]) -> int:
+    """State entries ``program`` keeps for one parameter of ``param_shape`` (all states)."""
+    return sum(math.prod(storage_shape(program.state_shape(n), param_shape)) for n in program.state_names)

@@ -272,3 +272,13 @@ def test_fingerprint_and_equivalence_see_through_rewrites_and_see_differences():
                       .replace("u = lmul(inv_root(L, 4.0, eps),", "P = every(2.0, inv_root(L, 4.0, eps), P)\n"
                                "    u = lmul(P,").replace("return u, L, R", "return u, L, R, P"))
     assert fingerprint(refreshed) != fingerprint(p)  # the root refreshed every other step differs
+
+
+def test_show_reports_matrix_state_memory(capsys, tmp_path):
+    from optdisco.cli import main
+    rule = tmp_path / "shampoo.rule"
+    rule.write_text(SHAMPOO)
+    assert main(["show", str(rule)]) == 0
+    out = " ".join(capsys.readouterr().out.split())  # the console wraps lines
+    # (1024^2 + 4096^2) * 4 bytes over 1024 * 4096 entries
+    assert "2 states (L: left_factor, R: right_factor) = 17 bytes/param for a 1024 x 4096 matrix" in out
