@@ -53,7 +53,7 @@ def memory_per_parameter(p: Program, state_bytes: int = 4) -> str:
     if not p.state_shapes:
         return f"{n} state tensor{'s' if n != 1 else ''} = {n * state_bytes} bytes/param (fp32 states)"
     rows, cols = MEMORY_REFERENCE_SHAPE
-    per_param = state_elements(p, MEMORY_REFERENCE_SHAPE) * state_bytes / (rows * cols)
+    per_param = state_elements([p.state_shape(s) for s in p.state_names], MEMORY_REFERENCE_SHAPE) * state_bytes / (rows * cols)
     parts = [f"{s}: {p.state_shape(s)}" if p.state_shape(s) != "param" else s for s in p.state_names]
     return (f"{n} states ({', '.join(parts)}) = {per_param:.3g} bytes/param for a {rows} x {cols} "
             f"matrix (fp32 states; factors are rows^2 and cols^2)")

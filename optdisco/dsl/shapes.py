@@ -23,7 +23,6 @@ import math
 from typing import Sequence
 
 from .builtins import BUILTINS, STATE_SHAPES
-from .ir import Program
 
 SCALAR, PER_ROW, PER_COL, PARAM = "scalar", "per_row", "per_col", "param"
 LEFT, RIGHT = "left_factor", "right_factor"
@@ -170,6 +169,7 @@ def compact_index(declared: str, ndim: int) -> tuple[slice, ...]:
 MEMORY_REFERENCE_SHAPE = (1024, 4096)
 
 
-def state_elements(program: Program, param_shape: Sequence[int]) -> int:
-    """State entries ``program`` keeps for one parameter of ``param_shape`` (all states)."""
-    return sum(math.prod(storage_shape(program.state_shape(n), param_shape)) for n in program.state_names)
+def state_elements(declared: Sequence[str], param_shape: Sequence[int]) -> int:
+    """State entries kept for one parameter of ``param_shape`` by states declared ``declared``
+    (e.g. ``[program.state_shape(n) for n in program.state_names]``)."""
+    return sum(math.prod(storage_shape(d, param_shape)) for d in declared)

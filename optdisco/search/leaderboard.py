@@ -20,7 +20,7 @@ def bytes_per_param(p: Program) -> float:
     if not p.state_shapes:
         return STATE_BYTES * len(p.state_names)
     rows, cols = MEMORY_REFERENCE_SHAPE
-    return STATE_BYTES * state_elements(p, MEMORY_REFERENCE_SHAPE) / (rows * cols)
+    return STATE_BYTES * state_elements([p.state_shape(s) for s in p.state_names], MEMORY_REFERENCE_SHAPE) / (rows * cols)
 
 
 def _inline(p: Program, name: str, value: float) -> Program:
