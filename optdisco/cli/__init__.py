@@ -15,6 +15,7 @@ from rich.table import Table
 
 from ..discovered.export import FORMATS, export
 from ..dsl import Program
+from ..dsl.shapes import MEMORY_REFERENCE_SHAPE, state_elements
 from ..errors import UserError
 
 console = Console()
@@ -50,7 +51,13 @@ def cmd_list(args: argparse.Namespace) -> int:
 def memory_per_parameter(p: Program, state_bytes: int = 4) -> str:
     """State memory per parameter element, e.g. '2 tensors = 8 bytes/param (fp32 states)'."""
     n = len(p.state_names)
-    return f"{n} state tensor{'s' if n != 1 else ''} = {n * state_bytes} bytes/param (fp32 states)"
+    if not p.state_shapes:
+        return f"{n} state tensor{'s' if n != 1 else ''} = {n * state_bytes} bytes/param (fp32 states)"
+    rows, cols = MEMORY_REFERENCE_SHAPE
+    per_param = state_elements([p.state_shape(s) for s in p.state_names], MEMORY_REFERENCE_SHAPE) * state_bytes / (rows * cols)
+    parts = [f"{s}: {p.state_shape(s)}" if p.state_shape(s) != "param" else s for s in p.state_names]
+    return (f"{n} states ({', '.join(parts)}) = {per_param:.3g} bytes/param for a {rows} x {cols} "
+            f"matrix (fp32 states; factors are rows^2 and cols^2)")
 
 
 def equivalent_catalog_rules(p: Program) -> list[str]:

@@ -11,7 +11,8 @@ import keyword
 import re
 
 from ..dsl import BUILTINS, Program
-from ..dsl.builtins import NEWTON_SCHULZ_COEFFS, NEWTON_SCHULZ_EPS, NEWTON_SCHULZ_STEPS
+from ..dsl import shapes
+from ..dsl.builtins import EIGENBASIS_JITTER, NEWTON_SCHULZ_COEFFS, NEWTON_SCHULZ_EPS, NEWTON_SCHULZ_STEPS
 from ..dsl.ir import Call, Const, Expr, Name
 from ..dsl.printer import expr_source
 from .export_optax import to_optax
@@ -70,6 +71,85 @@ _OPS_METHODS = {
              "        return torch.randn(self.shape, generator=self.generator, dtype=self.dtype,"
              " device=self.device)\n",
 }
+
+# -- matrix states (issue 13): the factor built-ins for one tensor, restating the interpreter
+_FACTOR_METHODS = {
+    "lmul": "    def lmul(self, F, x):\n        return (self.left(F) @ self.matrix(x)).reshape(self.shape)\n",
+    "rmul": "    def rmul(self, x, F):\n        return (self.matrix(x) @ self.right(F)).reshape(self.shape)\n",
+    "gram_left": "    def gram_left(self, x):\n        m = self.matrix(x)\n        return m @ m.mT\n",
+    "gram_right": "    def gram_right(self, x):\n        m = self.matrix(x)\n        return m.mT @ m\n",
+    "inv_root": (
+        "    def inv_root(self, F, p, eps):\n"
+        "        \"\"\"(F + eps I)^(-1/p) from the float64 eigh of F (negative eigenvalues as 0).\"\"\"\n"
+        "        F64 = F.to(torch.float64)\n"
+        "        if not bool(torch.isfinite(F64).all()):\n"
+        "            return torch.full_like(F, float('nan'))\n"
+        "        lam, V = torch.linalg.eigh(F64)\n"
+        "        d = torch.pow(lam.clamp_min(0.0) + eps.to(torch.float64), -1.0 / p.to(torch.float64))\n"
+        "        return ((V * d.unsqueeze(-2)) @ V.mT).to(F.dtype)\n"),
+    "eigenbasis": (
+        "    def eigenbasis(self, F):\n"
+        "        \"\"\"Eigenvectors of F (float64 eigh of F + 1e-30 I) by descending eigenvalue.\"\"\"\n"
+        "        F64 = F.to(torch.float64)\n"
+        "        if not bool(torch.isfinite(F64).all()):\n"
+        "            return torch.full_like(F, float('nan'))\n"
+        f"        _, V = torch.linalg.eigh(F64 + {EIGENBASIS_JITTER!r} * torch.eye(F.shape[-1], dtype=torch.float64))\n"
+        "        return torch.flip(V, dims=[-1]).contiguous().to(F.dtype)\n"),
+    "rotate": ("    def rotate(self, QL, x, QR):\n"
+               "        return (self.left(QL).mT @ self.matrix(x) @ self.right(QR)).reshape(self.shape)\n"),
+    "unrotate": ("    def unrotate(self, QL, x, QR):\n"
+                 "        return (self.left(QL) @ self.matrix(x) @ self.right(QR).mT).reshape(self.shape)\n"),
+    "every": ("    def due(self, step, k):\n"
+              "        \"\"\"Whether every(k, x, prev) takes x: (step - 1) mod max(round(k), 1) == 0.\"\"\"\n"
+              "        return bool(torch.remainder(step - 1.0, torch.clamp_min(torch.round(k), 1.0)) == 0)\n"),
+}
+_OPS_METHODS.update(_FACTOR_METHODS)
+
+# Present in every export of a rule with matrix states: factor and compact-state shapes.
+_MATRIX_PRELUDE = '''    def dims(self):
+        rows = self.shape[0] if len(self.shape) >= 2 else 1
+        return rows, (self.shape.numel() // rows if rows else 0)
+
+    def left(self, F):
+        """F as the rows x rows factor it stands for."""
+        rows = self.dims()[0]
+        return torch.broadcast_to(F, (rows, rows))
+
+    def right(self, F):
+        cols = self.dims()[1]
+        return torch.broadcast_to(F, (cols, cols))
+
+    def factor_reduce(self, how, F):
+        """A reduction of a factor over its own entries."""
+        if how == "norm":
+            return torch.sqrt(torch.sum(F * F))
+        if how == "rms":
+            return torch.sqrt(torch.mean(F * F))
+        return torch.mean(F) if how == "mean" else torch.sum(F)
+
+    def compact(self, x, declared):
+        """A w-shaped broadcast value at the storage of a state declared per_row, per_col or per_tensor."""
+        x, n = self.full(x), len(self.shape)
+        first, every = slice(0, 1), slice(None)
+        if declared == "per_tensor":
+            return x[(first,) * n]
+        if declared == "per_row":
+            return x[(every,) + (first,) * (n - 1) if n >= 2 else (first,) * n]
+        return x[(first,) + (every,) * (n - 1) if n >= 2 else (every,) * n]
+
+
+def _storage_shape(declared, shape):
+    """The shape a state is stored at (like w unless declared otherwise)."""
+    shape = tuple(shape)
+    n = len(shape)
+    rows = shape[0] if n >= 2 else 1
+    cols = math.prod(shape) // rows if rows else 0
+    return {"left_factor": (rows, rows), "right_factor": (cols, cols), "per_tensor": (1,) * n,
+            "per_row": (shape[0],) + (1,) * (n - 1) if n >= 2 else (1,) * n,
+            "per_col": (1,) + shape[1:] if n >= 2 else shape}.get(declared, shape)
+
+'''
+
 _OPERATORS = {"add", "sub", "mul", "div", "pow", "neg"}
 assert set(_OPS_METHODS) | _OPERATORS == set(BUILTINS), "every built-in needs an exported method"
 
@@ -107,18 +187,35 @@ def _calls(program: Program) -> set[str]:
     return {n.fn for e in exprs for n in e.walk() if isinstance(n, Call)}
 
 
-def _ops_expr(e: Expr, ops: str) -> str:
+def _ops_expr(e: Expr, ops: str, env_shapes: dict[str, str] | None = None) -> str:
     """Rule-text printing with built-in calls and literals routed through the ops object.
 
     Literals become 0-d tensors of the parameter's dtype, as in the interpreter, so that
-    scalar-only subexpressions (bias corrections) round the same way.
+    scalar-only subexpressions (bias corrections) round the same way. With ``env_shapes``
+    (the static shape of each name, for rules with matrix states) reductions of factors
+    reduce the factor itself and ``every(k, x, prev)`` computes only the branch it takes.
     """
     memo: dict[Expr, Expr] = {}
+
+    def shape(x: Expr) -> str:
+        assert env_shapes is not None
+        if isinstance(x, Const):
+            return shapes.SCALAR
+        if isinstance(x, Name):
+            return env_shapes[x.id]
+        assert isinstance(x, Call)
+        return shapes.result_shape(x.fn, [shape(a) for a in x.args])
 
     def route(x: Expr) -> Expr:
         if x not in memo:
             if isinstance(x, Const):
                 memo[x] = Name(f"{ops}.scalar({x.value!r})")
+            elif isinstance(x, Call) and x.fn == "every" and env_shapes is not None:
+                k, value, prev = (expr_source(route(a)) for a in x.args)
+                memo[x] = Name(f"({value} if {ops}.due(step, {k}) else {prev})")
+            elif (isinstance(x, Call) and env_shapes is not None and BUILTINS[x.fn].kind == "reduction"
+                  and x.fn != "numel" and shape(x.args[0]) in shapes.FACTORS):
+                memo[x] = Name(f"{ops}.factor_reduce({x.fn!r}, {expr_source(route(x.args[0]))})")
             elif isinstance(x, Call):
                 fn = x.fn if x.fn in _OPERATORS else f"{ops}.{x.fn}"
                 memo[x] = Call(fn, tuple(route(a) for a in x.args))
@@ -127,6 +224,26 @@ def _ops_expr(e: Expr, ops: str) -> str:
         return memo[x]
 
     return expr_source(route(e))
+
+
+def _static_shape(e: Expr, env_shapes: dict[str, str]) -> str:
+    if isinstance(e, Const):
+        return shapes.SCALAR
+    if isinstance(e, Name):
+        return env_shapes[e.id]
+    assert isinstance(e, Call)
+    return shapes.result_shape(e.fn, [_static_shape(a, env_shapes) for a in e.args])
+
+
+def _state_out(declared: str, st: str, ops: str) -> str:
+    """The exported expression that returns state ``st`` at its storage shape."""
+    if declared == "param":
+        return f"{ops}.full({st})"
+    if declared == "left_factor":
+        return f"{ops}.left({st})"
+    if declared == "right_factor":
+        return f"{ops}.right({st})"
+    return f"{ops}.compact({st}, {declared!r})"
 
 
 def to_torch(program: Program, class_name: str | None = None) -> str:
@@ -164,12 +281,30 @@ def to_torch(program: Program, class_name: str | None = None) -> str:
         body.append(f"    {n} = {ops}.scalar({n})")
     for st in program.state_names:
         body.append(f"    {st} = {st}.to(w.dtype)")
+    matrix = program.has_matrix_states
+    env_shapes: dict[str, str] | None = None
+    if matrix:
+        env_shapes = {n: shapes.SCALAR for n in program.input_names}
+        env_shapes.update({"w": shapes.PARAM, "g": shapes.PARAM})
+        env_shapes.update({n: shapes.STATE_VALUE_SHAPE[program.state_shape(n)] for n in program.state_names})
     for a in program.body:
-        body.append(f"    {a.target} = {_ops_expr(a.expr, ops)}")
-    body.append(f"    {upd} = {ops}.full({_ops_expr(program.update, ops)})")
-    states_tuple = "".join(f"{ops}.full({st}), " for st in program.state_names)
+        body.append(f"    {a.target} = {_ops_expr(a.expr, ops, env_shapes)}")
+        if env_shapes is not None:
+            env_shapes[a.target] = _static_shape(a.expr, env_shapes)
+    body.append(f"    {upd} = {ops}.full({_ops_expr(program.update, ops, env_shapes)})")
+    states_tuple = "".join(f"{_state_out(program.state_shape(st), st, ops)}, " for st in program.state_names)
     body.append(f"    return {upd}, ({states_tuple})")
     methods = "\n".join(_OPS_METHODS[name] for name in sorted(used) if name in _OPS_METHODS)
+    if matrix:
+        methods = _MATRIX_PRELUDE.split("\n\ndef _storage_shape")[0] + "\n\n" + methods
+        state_shapes_map = "{" + ", ".join(f"{n!r}: {d!r}" for n, d in program.state_shapes) + "}"
+        zero_state = ("torch.zeros(_storage_shape(self.STATE_SHAPES.get(name), p.shape), "
+                      "dtype=self._state_dtype(p), device=p.device)")
+        storage_fn = "\ndef _storage_shape" + _MATRIX_PRELUDE.split("\n\ndef _storage_shape")[1]
+    else:
+        state_shapes_map = "{}"
+        zero_state = "torch.zeros_like(p, dtype=self._state_dtype(p), memory_format=torch.preserve_format)"
+        storage_fn = ""
     doc_lines = (program.docstring or program.name).strip().splitlines()
     summary = doc_lines[0] if doc_lines else program.name
     rule_comment = "\n".join("#   " + line for line in program.source().rstrip().splitlines())
@@ -194,11 +329,12 @@ import torch
 
 {chr(10).join(body)}
 
-
+{storage_fn}
 class {cls}(torch.optim.Optimizer):
     """The rule {program.name!r} as a torch optimizer; 16-bit parameters keep float32 states."""
 
     STATE_NAMES = ({states}{"," if len(program.state_names) == 1 else ""})
+    STATE_SHAPES = {state_shapes_map}
 
     def __init__(self, params, lr={default_lr(program)!r}{", *" if hyper else ""}{hyper_args}, seed=None):
         if not lr >= 0.0:
@@ -228,8 +364,7 @@ class {cls}(torch.optim.Optimizer):
                 if not state:
                     state["step"] = torch.tensor(0.0)
                     for name in self.STATE_NAMES:
-                        state[name] = torch.zeros_like(p, dtype=self._state_dtype(p),
-                                                       memory_format=torch.preserve_format)
+                        state[name] = {zero_state}
                 state["step"] += 1
                 dtype = self._state_dtype(p)
                 w = p.to(dtype)

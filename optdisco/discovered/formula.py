@@ -236,7 +236,9 @@ def program_of_formula(text: str, like: Program) -> Program:
             raise DSLError(f"cannot read {stmt!r}: {e.msg}") from None
         rule_expr = ast.unparse(_ToRule(step_name).visit(tree))
         lines.append(f"    u = {rule_expr}" if k == len(statements) - 1 else f"    {target} = {rule_expr}")
-    params = ", ".join(["w", "g", *like.state_names])
+    shapes = dict(like.state_shapes)
+    params = ", ".join(["w", "g", *[f"{n}: {shapes[n]}" if shapes.get(n, "param") != "param" else n
+                                    for n in like.state_names]])
     if like.hyperparameters:
         params += ", *, " + ", ".join(f"{n}={v!r}" for n, v in like.hyperparameters)
     returns = ", ".join(["u", *like.state_names])

@@ -5,7 +5,9 @@ Each parameter ``w`` with gradient ``g`` is updated by the rule's program::
     (u, s_1', ..., s_k') = rule(w, g, s_1, ..., s_k; step, lr, hyperparameters)
     w <- w - lr * u
 
-with the states ``s_i`` shaped like ``w`` and zero before the first step. bf16/fp16
+with the states ``s_i`` zero before the first step, each shaped as the rule declares it:
+like ``w`` by default, or a factor or per-row/column statistic of w's matrix view
+(:func:`optdisco.dsl.shapes.storage_shape`). bf16/fp16
 parameters keep float32 states (also after ``load_state_dict``). The rule's source and a
 format version travel inside ``state_dict()`` so that a checkpoint says which rule made it.
 """
@@ -19,6 +21,7 @@ from typing import Any, Callable, Iterable
 import torch
 
 from ..dsl import DSLError, Program, parse, run
+from ..dsl.shapes import storage_shape
 from ..kernels.flat import FlatBuffer, adopt, is_elementwise, owns_storage
 from . import catalog, hooks
 from .param_steps import DeviceLists, due_parameters
@@ -117,7 +120,8 @@ def swap_programs(program: Program) -> dict[str, Program] | None:
 
 def same_rule(a: Program, b: Program) -> bool:
     """Whether two programs are the same rule up to name, docstring and default values."""
-    return (a.state_names == b.state_names and a.hyperparameter_names == b.hyperparameter_names
+    return (a.state_names == b.state_names and a.state_shapes == b.state_shapes
+            and a.hyperparameter_names == b.hyperparameter_names
             and a.body == b.body and a.update == b.update)
 
 
@@ -160,6 +164,9 @@ class Optimizer(torch.optim.Optimizer):
             raise TypeError("Optimizer needs a rule (a name, rule text, a path or a Program) "
                             "or learned=PATH (weights of a learned optimizer)")
         program = resolve_rule(rule)
+        if state_bits == 8:
+            from ..kernels.quant8 import reject_matrix_states  # kernels is imported lazily here
+            reject_matrix_states(program)
         unknown = set(hyperparameters) - set(program.hyperparameter_names)
         if unknown:
             raise TypeError(
@@ -180,7 +187,8 @@ class Optimizer(torch.optim.Optimizer):
         # Groups of an elementwise rule run as one call on flat buffers (see _flat_step).
         self._flat_groups: dict[int, _FlatGroup | None] = {}
         self._runs_flat = (backend in ("auto", "foreach", "compile") and state_bits == 32
-                           and is_elementwise(program))
+                           and is_elementwise(program)
+                           and all(program.state_shape(n) == "param" for n in program.state_names))
         self._generator = torch.Generator()
         self._generator.manual_seed(seed if seed is not None else torch.initial_seed() % (2**63))
         super().__init__(params, defaults)
@@ -214,7 +222,7 @@ class Optimizer(torch.optim.Optimizer):
             lists = DeviceLists()
             for p, state, t in due_parameters(group["params"], self.state,
                                               f"optdisco.Optimizer (rule '{self.program.name}')",
-                                              lambda p: {n: self._zero_state(p) for n in names}):
+                                              lambda p: {n: self._zero_state(p, self.program.state_shape(n)) for n in names}):
                 lists.add(p, [state[n] for n in names], t)
             for params, grads, states, steps in lists.groups():
                 self._backend_for(params[0].device).step(
@@ -328,7 +336,9 @@ class Optimizer(torch.optim.Optimizer):
     def _quantized(self, p: torch.Tensor) -> bool:
         return self.state_bits == 8 and p.numel() >= MIN_8BIT_NUMEL
 
-    def _zero_state(self, p: torch.Tensor):
+    def _zero_state(self, p: torch.Tensor, declared: str = "param"):
+        if declared != "param":
+            return torch.zeros(storage_shape(declared, p.shape), dtype=state_dtype(p), device=p.device)
         if self._quantized(p):
             from ..kernels import quant8
             return quant8.zeros_like(p)

@@ -25,7 +25,8 @@ NEWTON_SCHULZ_EPS = 1e-7
 
 @dataclass(frozen=True)
 class Builtin:
-    """One function of the language: ``kind`` is operator, elementwise, reduction, matrix or noise."""
+    """One function of the language: ``kind`` is operator, elementwise, reduction, matrix,
+    noise or factor (the matrix-state built-ins)."""
 
     name: str
     arity: int
@@ -81,6 +82,58 @@ _TABLE = [
     # noise
     Builtin("randn", 0, "noise", "fresh standard normal noise shaped like w, one draw per call"),
 ]
+
+# -- matrix states and preconditioners (issue 13) -------------------------------------------
+# These built-ins read or make values shaped by the parameter's matrix view (rows x cols):
+# a left factor is rows x rows, a right factor cols x cols (see STATE_SHAPES and
+# optdisco.dsl.shapes for the shape rules the parser checks). A vector of length n is the
+# 1 x n matrix (its left factor is 1 x 1, its right factor n x n); a 0-d tensor is 1 x 1; a
+# tensor of rank > 2 is d0 x (d1*...*dk). Their kind is "factor": the fused code
+# generators do not take rules that use them (those rules run on the eager torch backend).
+
+#: Eigenvalue floor used by eigenbasis(), as in the SOAP reference (eigh of F + 1e-30 I).
+EIGENBASIS_JITTER = 1e-30
+
+_FACTOR_TABLE = [
+    Builtin("lmul", 2, "factor",
+            "lmul(F, x) = F X: the left factor F (rows x rows) times x's matrix view X, "
+            "shaped like w"),
+    Builtin("rmul", 2, "factor",
+            "rmul(x, F) = X F: x's matrix view X times the right factor F (cols x cols), "
+            "shaped like w"),
+    Builtin("gram_left", 1, "factor",
+            "gram_left(x) = X X^T (rows x rows, a left factor) of x's matrix view X"),
+    Builtin("gram_right", 1, "factor",
+            "gram_right(x) = X^T X (cols x cols, a right factor) of x's matrix view X"),
+    Builtin("inv_root", 3, "factor",
+            "inv_root(F, p, eps) = V diag((max(l, 0) + eps)^(-1/p)) V^T with F = V diag(l) V^T "
+            "(eigh of the symmetric F, from its lower triangle, in float64): (F + eps I)^(-1/p) "
+            "for a positive semidefinite F; a factor of F's shape. nan where F is not finite"),
+    Builtin("eigenbasis", 1, "factor",
+            "eigenbasis(F) = Q, the orthonormal eigenvectors of the symmetric F (eigh of "
+            "F + 1e-30 I, lower triangle, in float64) as columns, by descending eigenvalue; "
+            "a factor of F's shape. nan where F is not finite"),
+    Builtin("rotate", 3, "factor",
+            "rotate(QL, x, QR) = QL^T X QR: x's matrix view into the bases of a left and a "
+            "right factor, shaped like w"),
+    Builtin("unrotate", 3, "factor",
+            "unrotate(QL, x, QR) = QL X QR^T: the inverse of rotate for orthonormal QL, QR"),
+    Builtin("every", 3, "factor",
+            "every(k, x, prev) = x on steps 1, 1 + k, 1 + 2k, ... (k rounded to an integer >= 1), "
+            "else prev; only the branch taken is computed. x and prev have one shape"),
+]
+_TABLE.extend(_FACTOR_TABLE)
+
+#: The state shapes a rule may declare, as annotations on its state parameters
+#: (``def shampoo(w, g, L: left_factor, R: right_factor, *, ...)``); no annotation is "param".
+STATE_SHAPES = {
+    "param": "shaped like w (the default)",
+    "left_factor": "rows x rows of w's matrix view (a left preconditioner or eigenbasis)",
+    "right_factor": "cols x cols of w's matrix view",
+    "per_row": "one value per row of w's matrix view (stored as d0 x 1 x ... x 1)",
+    "per_col": "one value per column of w's matrix view (stored as 1 x d1 x ... x dk)",
+    "per_tensor": "one value for the whole tensor (a block of one tensor, as in Adam-mini)",
+}
 
 BUILTINS: dict[str, Builtin] = {b.name: b for b in _TABLE}
 

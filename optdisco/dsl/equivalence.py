@@ -32,7 +32,7 @@ import torch
 
 from .fingerprint import STEP_VALUES, STEPS, eliminate_dead_code, single_threaded
 from .fingerprint import updates as fingerprint_updates
-from .interpreter import run
+from .interpreter import run, zero_states
 from .ir import Program
 from .symbolic import Timeout, _exact, simplify_bounded, time_limit, to_sympy
 
@@ -157,7 +157,7 @@ def _trial(seed: int):
 def _updates(p: Program, seed: int, steps: int) -> list[torch.Tensor]:
     w, grads, curvature, lr = _trial(seed)
     gen = torch.Generator().manual_seed(seed)
-    states = [torch.zeros_like(w) for _ in p.state_names]
+    states = zero_states(p, w)
     out = []
     for t in range(1, steps + 1):
         g = grads[(t - 1) % len(grads)] + curvature * w

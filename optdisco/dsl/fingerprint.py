@@ -10,7 +10,9 @@ Each problem is a short trajectory from zero states, ``w <- w - lr * u``, at ste
 gradients ``g_t = G_t + K * w`` (per-element scales of G from 1e-3 to 10, one exact zero;
 K = 0 in half the problems, so that whole-tensor conditions such as a cosine against a
 threshold take both values). Shapes: a 3x2 matrix (the matrix built-ins' tall case; few
-elements, so reductions of constants stay small) and a 100-vector; 8 random problems
+elements, so reductions of constants stay small) and a 100-vector (a 6-vector for rules
+with matrix states, whose factors are eigendecomposed each step: such a rule and a rule
+without them never hash equal, a false "different"); 8 random problems
 per shape, each at three learning rates, all batched (batch_dims=1) so a fingerprint
 costs two interpreter runs per step; ``randn()`` draws from a fixed seed. Only updates
 are hashed: states are internal, so programs that keep differently scaled or ordered
@@ -29,7 +31,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from .interpreter import cpu_threads, run
+from .interpreter import cpu_threads, run, zero_states
 from .ir import Expr, Name, Program
 
 #: Version of the recipe; bump it when anything below changes (cached hashes go stale).
@@ -40,6 +42,9 @@ STEP_VALUES = (1, 2, 3, 4, 5, 20, 200, 5000)
 STEPS = len(STEP_VALUES)
 LEARNING_RATES = (1e-3, 0.05, 0.7)
 SHAPES = ((3, 2), (100,))
+#: Shapes for rules with matrix states: a 100-vector's right factor is 100 x 100 and an eigh
+#: of it per step would make such fingerprints cost seconds, so these rules use a 6-vector.
+MATRIX_SHAPES = ((3, 2), (6,))
 #: Independent random problems per shape, batched with the learning rates.
 INSTANCES = 8
 #: Significant bits of the mantissa kept (22 bits ~ 6.6 decimal digits).
@@ -71,11 +76,11 @@ def eliminate_dead_code(p: Program) -> Program:
     return replace(p, body=tuple(reversed(kept)))
 
 
-def _problems() -> list[dict]:
+def _problems(shapes: tuple[tuple[int, ...], ...]) -> list[dict]:
     gen = np.random.default_rng(_SEED)
     n_lr, n = len(LEARNING_RATES), INSTANCES
     out = []
-    for shape in SHAPES:
+    for shape in shapes:
         ones = (1,) * len(shape)
 
         def per_instance(x: np.ndarray) -> torch.Tensor:
@@ -101,7 +106,8 @@ def _problems() -> list[dict]:
     return out
 
 
-_PROBLEMS = _problems()
+_PROBLEMS = _problems(SHAPES)
+_MATRIX_PROBLEMS = _problems(MATRIX_SHAPES)
 
 
 def single_threaded():
@@ -121,10 +127,10 @@ def updates(p: Program) -> list[np.ndarray]:
 
 def _updates(p: Program) -> list[np.ndarray]:
     out = []
-    for prob in _PROBLEMS:
+    for prob in _MATRIX_PROBLEMS if p.has_matrix_states else _PROBLEMS:
         gen = torch.Generator().manual_seed(_SEED)
         w = prob["w"]
-        states = [torch.zeros_like(w) for _ in p.state_names]
+        states = zero_states(p, w, batch_dims=1)
         for k, t in enumerate(STEP_VALUES):
             g = prob["grads"][k] + prob["curvature"] * w  # a noisy quadratic: g depends on w
             u, states = run(p, w, g, states, step=float(t), lr=prob["lr"],

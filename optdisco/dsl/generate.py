@@ -3,7 +3,8 @@
 :func:`random_program` builds the IR directly, then prints and re-parses it, so every
 program it returns is exactly what ``parse`` gives for its own source: valid by
 construction and checked. Over many draws it calls every built-in of the language
-(randn and the matrix built-ins only when allowed).
+(randn and the matrix built-ins only when allowed; the factor built-ins, which need
+declared matrix states, only through :func:`random_matrix_program` or ``allow_factor``).
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ class _Builder:
         self.rng = rng
         self.functions = [
             b.name for b in BUILTINS.values()
-            if (allow_noise or b.kind != "noise") and (allow_matrix or b.kind != "matrix")]
+            if (allow_noise or b.kind != "noise") and (allow_matrix or b.kind != "matrix")
+            and b.kind != "factor"]  # factor built-ins need declared factor states: see _FactorBuilder
         self.weights = [_WEIGHTS.get(f, 1) for f in self.functions]
 
     def constant(self) -> Expr:
@@ -90,15 +92,21 @@ def random_expression(rng: random.Random, names: Sequence[str], depth: int = 3, 
 
 def random_program(rng: random.Random, *, max_statements: int = 6, max_states: int = 2,
                    max_hyper: int = 2, allow_noise: bool = False, allow_matrix: bool = True,
-                   max_depth: int = 3, name: str = "rule") -> Program:
+                   max_depth: int = 3, name: str = "rule", allow_factor: bool = False) -> Program:
     """A random valid Program: ``0..max_states`` states (each updated at least once),
     ``0..max_hyper`` hyperparameters, ``1..max_statements`` assignments (at least one per
     state) of expressions at most ``max_depth`` calls deep, and a random update.
+    With ``allow_factor`` (off by default), half the programs are
+    :func:`random_matrix_program`'s: matrix states and a preconditioned update.
 
     ``rng`` is a ``random.Random`` (or a numpy ``Generator``); the same seed gives the
     same program. The result equals ``parse(result.source())``.
     """
     rng = _as_random(rng)
+    if allow_factor and rng.random() < 0.5:
+        return random_matrix_program(rng, max_statements=max_statements, max_states=max_states,
+                                     max_hyper=max_hyper, allow_noise=allow_noise,
+                                     allow_matrix=allow_matrix, max_depth=max_depth, name=name)
     b = _Builder(rng, allow_noise, allow_matrix)
     n_states = rng.randint(0, max(0, max_states))
     states = rng.sample(STATE_NAMES, min(n_states, len(STATE_NAMES)))
@@ -133,6 +141,86 @@ def random_program(rng: random.Random, *, max_statements: int = 6, max_states: i
             readable.append(target)
     update = b.expr(readable + [t for t in temps if t in readable] * 2, rng.randint(0, max_depth))
     program = Program(name, tuple(states), hyper, tuple(body), update, None)
+    checked = parse(to_source(program))
+    if checked != program:  # pragma: no cover - a generator bug, never a user error
+        raise AssertionError(f"generated program does not round-trip:\n{to_source(program)}")
+    return checked
+
+
+# -- matrix states (issue 13) ----------------------------------------------------------------
+
+FACTOR_STATE_NAMES = ("L", "R", "QL", "QR", "PL", "PR")
+ROW_STATE_NAMES = ("vr", "vc")
+
+
+def random_matrix_program(rng: random.Random, *, max_statements: int = 6, max_states: int = 2,
+                          max_hyper: int = 2, allow_noise: bool = False, allow_matrix: bool = True,
+                          max_depth: int = 3, name: str = "rule") -> Program:
+    """A random valid Program with matrix states: a :func:`random_program` whose update
+    ``d`` is then preconditioned by factors of Gram matrices of a random w-shaped expression
+    ``x``, in one of the forms Shampoo and SOAP take:
+
+    * ``L = interp(gram_left(x), L, b)`` (or ``L + gram_left(x)``) and/or the right factor,
+      then ``lmul(inv_root(L, p, eps), d)`` and/or ``rmul(d, inv_root(R, p, eps))``, the root
+      possibly refreshed every k steps into its own factor state;
+    * both factors, eigenbases ``QL = every(k, eigenbasis(L), QL)`` (and QR), and
+      ``unrotate(QL, rotate(QL, d, QR) / (sqrt(v) + eps), QR)`` with ``v`` a w-shaped,
+      per-row or per-column second moment of the rotated ``x``.
+    """
+    rng = _as_random(rng)
+    base = random_program(rng, max_statements=max_statements, max_states=max_states,
+                          max_hyper=max_hyper, allow_noise=allow_noise, allow_matrix=allow_matrix,
+                          max_depth=max_depth, name=name)
+    b = _Builder(rng, False, False)
+    readable = ["w", "g", *base.state_names, *base.hyperparameter_names, *READ_ONLY_NAMES]
+    x = b.expr(readable + ["g"] * 3, rng.randint(0, 2))
+    d = base.update
+    states = list(base.state_names)
+    declared: list[tuple[str, str]] = []
+    body = list(base.body)
+
+    def factor_update(state: str, gram: str) -> Expr:
+        if rng.random() < 0.5:
+            return Call("interp", (Call(gram, (x,)), Name(state), Const(rng.choice((0.9, 0.95, 0.99)))))
+        return Call("add", (Name(state), Call(gram, (x,))))
+
+    def add_state(state: str, shape: str, expr: Expr) -> None:
+        states.append(state)
+        declared.append((state, shape))
+        body.append(Assign(state, expr))
+
+    sides = rng.choice((("left",), ("right",), ("left", "right")))
+    if rng.random() < 0.5:  # Shampoo's form
+        eps = Const(rng.choice((1e-6, 1e-4, 1e-2)))
+        p = Const(rng.choice((2.0, 4.0)))
+        k = Const(float(rng.choice((1, 2, 3))))
+        for side in sides:
+            fs, ps = ("L", "PL") if side == "left" else ("R", "PR")
+            shape = f"{side}_factor"
+            add_state(fs, shape, factor_update(fs, f"gram_{side}"))
+            root: Expr = Call("inv_root", (Name(fs), p, eps))
+            if rng.random() < 0.4:
+                add_state(ps, shape, Call("every", (k, root, Name(ps))))
+                root = Name(ps)
+            d = Call("lmul", (root, d)) if side == "left" else Call("rmul", (d, root))
+    else:  # SOAP's form
+        eps = Const(rng.choice((1e-8, 1e-6, 1e-3)))
+        k = Const(float(rng.choice((1, 2, 5))))
+        add_state("L", "left_factor", factor_update("L", "gram_left"))
+        add_state("R", "right_factor", factor_update("R", "gram_right"))
+        add_state("QL", "left_factor", Call("every", (k, Call("eigenbasis", (Name("L"),)), Name("QL"))))
+        add_state("QR", "right_factor", Call("every", (k, Call("eigenbasis", (Name("R"),)), Name("QR"))))
+        rotated = Call("square", (Call("rotate", (Name("QL"), x, Name("QR"))),))
+        v_shape = rng.choice(("param", "per_row", "per_col"))
+        moment = {"param": rotated, "per_row": Call("row_mean", (rotated,)),
+                  "per_col": Call("col_mean", (rotated,))}[v_shape]
+        v = rng.choice(ROW_STATE_NAMES)
+        add_state(v, v_shape, Call("interp", (moment, Name(v), Const(rng.choice((0.9, 0.99))))))
+        scaled = Call("div", (Call("rotate", (Name("QL"), d, Name("QR"))),
+                              Call("add", (Call("sqrt", (Name(v),)), eps))))
+        d = Call("unrotate", (Name("QL"), scaled, Name("QR")))
+    program = Program(name, tuple(states), base.hyperparameters, tuple(body), d, None,
+                      state_shapes=tuple(declared))
     checked = parse(to_source(program))
     if checked != program:  # pragma: no cover - a generator bug, never a user error
         raise AssertionError(f"generated program does not round-trip:\n{to_source(program)}")

@@ -17,7 +17,9 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 import torch
 
-from .builtins import BUILTINS, NEWTON_SCHULZ_COEFFS, NEWTON_SCHULZ_EPS, NEWTON_SCHULZ_STEPS
+from . import shapes
+from .builtins import (BUILTINS, EIGENBASIS_JITTER, NEWTON_SCHULZ_COEFFS, NEWTON_SCHULZ_EPS,
+                       NEWTON_SCHULZ_STEPS)
 from .errors import DSLError
 from .ir import Call, Const, Expr, Name, Program
 
@@ -37,6 +39,7 @@ class _Context:
         self.generator = generator
         self.noise = noise
         self.reduce_dims = tuple(range(batch_dims, len(shape)))
+        self.step: torch.Tensor | None = None  # set by run(); every() reads it
 
     def full(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` broadcast to the parameter's shape."""
@@ -112,6 +115,119 @@ def _numel(ctx: _Context, x: torch.Tensor) -> torch.Tensor:
                       dtype=ctx.dtype, device=ctx.device)
 
 
+# -- matrix states (issue 13): factors, Gram matrices, inverse roots, eigenbases -----------
+
+def _batch_scalar(ctx: _Context, x: torch.Tensor, trailing: int) -> torch.Tensor:
+    """A scalar-shaped value (0-d, or one value per batch entry) as batch + (1,) * trailing."""
+    if x.dim() == 0:
+        return x
+    return x.reshape(x.shape[:ctx.batch_dims] + (1,) * trailing)
+
+
+def _factor_shape(ctx: _Context, shape: str) -> tuple[int, ...]:
+    rows, cols = shapes.matrix_dims(ctx.shape[ctx.batch_dims:])
+    n = rows if shape == shapes.LEFT else cols
+    return tuple(ctx.shape[:ctx.batch_dims]) + (n, n)
+
+
+def _eigh64(F: torch.Tensor, jitter: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(eigenvalues ascending, eigenvectors, finite) of symmetric matrices ``(..., n, n)`` in
+    float64; matrices with a nan or inf are replaced by the identity (``finite`` is False there)."""
+    F64 = F.to(torch.float64)
+    eye = torch.eye(F.shape[-1], dtype=torch.float64, device=F.device)
+    finite = torch.isfinite(F64).flatten(-2).all(-1)[..., None, None]
+    safe = torch.where(finite, F64, eye)
+    if jitter:
+        safe = safe + jitter * eye
+    lam, V = torch.linalg.eigh(safe)
+    return lam, V, finite
+
+
+def _inv_root(ctx: _Context, F: torch.Tensor, p: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    lam, V, finite = _eigh64(F)
+    p64 = _batch_scalar(ctx, p, 1).to(torch.float64)
+    eps64 = _batch_scalar(ctx, eps, 1).to(torch.float64)
+    d = torch.pow(lam.clamp_min(0.0) + eps64, -1.0 / p64)
+    out = (V * d.unsqueeze(-2)) @ V.mT
+    return torch.where(finite, out, torch.full((), float("nan"), dtype=torch.float64)).to(F.dtype)
+
+
+def _eigenbasis(ctx: _Context, F: torch.Tensor) -> torch.Tensor:
+    _, V, finite = _eigh64(F, EIGENBASIS_JITTER)
+    # descending eigenvalues, as SOAP orders them; contiguous, so that a product with Q rounds
+    # the same whether Q was just computed or copied into a state buffer
+    Q = torch.flip(V, dims=[-1]).contiguous()
+    return torch.where(finite, Q, torch.full((), float("nan"), dtype=torch.float64)).to(F.dtype)
+
+
+def _lmul(ctx: _Context, F: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return (F @ ctx.as_matrix(x)).reshape(ctx.shape)
+
+
+def _rmul(ctx: _Context, x: torch.Tensor, F: torch.Tensor) -> torch.Tensor:
+    return (ctx.as_matrix(x) @ F).reshape(ctx.shape)
+
+
+def _gram_left(ctx: _Context, x: torch.Tensor) -> torch.Tensor:
+    m = ctx.as_matrix(x)
+    return m @ m.mT
+
+
+def _gram_right(ctx: _Context, x: torch.Tensor) -> torch.Tensor:
+    m = ctx.as_matrix(x)
+    return m.mT @ m
+
+
+def _rotate(ctx: _Context, QL: torch.Tensor, x: torch.Tensor, QR: torch.Tensor) -> torch.Tensor:
+    return (QL.mT @ ctx.as_matrix(x) @ QR).reshape(ctx.shape)
+
+
+def _unrotate(ctx: _Context, QL: torch.Tensor, x: torch.Tensor, QR: torch.Tensor) -> torch.Tensor:
+    return (QL @ ctx.as_matrix(x) @ QR.mT).reshape(ctx.shape)
+
+
+def refresh_due(step: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Whether every(k, ...) takes its new value: (step - 1) mod max(round(k), 1) == 0."""
+    period = torch.clamp_min(torch.round(k), 1.0)
+    return torch.remainder(step - 1.0, period) == 0
+
+
+def _every(ctx: _Context, k: torch.Tensor, x: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
+    # both branches computed; the shaped evaluator in run() computes only the one taken
+    assert ctx.step is not None
+    return torch.where(refresh_due(ctx.step, k), x, prev)
+
+
+def _factor_reduce(ctx: _Context, fn: str, x: torch.Tensor) -> torch.Tensor:
+    """A reduction of a factor over its rows and columns, laid out as the scalars of w."""
+    dims = (-2, -1)
+    if fn == "norm":
+        out = torch.sqrt(torch.sum(x * x, dim=dims))
+    elif fn == "rms":
+        out = torch.sqrt(torch.mean(x * x, dim=dims))
+    elif fn == "mean":
+        out = torch.mean(x, dim=dims)
+    else:
+        out = torch.sum(x, dim=dims)
+    return out.reshape(tuple(out.shape) + (1,) * len(ctx.reduce_dims))
+
+
+FACTOR_IMPL: dict[str, Callable[..., torch.Tensor]] = {
+    "lmul": _lmul, "rmul": _rmul, "gram_left": _gram_left, "gram_right": _gram_right,
+    "inv_root": _inv_root, "eigenbasis": _eigenbasis, "rotate": _rotate, "unrotate": _unrotate,
+    "every": _every,
+}
+
+
+def zero_states(program: Program, w: torch.Tensor, batch_dims: int = 0,
+                dtype: torch.dtype | None = None) -> list[torch.Tensor]:
+    """Zero states for ``program`` and parameter ``w`` (leading ``batch_dims`` batched), each at
+    its declared storage shape (:func:`optdisco.dsl.shapes.storage_shape`)."""
+    batch, param = tuple(w.shape[:batch_dims]), tuple(w.shape[batch_dims:])
+    return [torch.zeros(batch + shapes.storage_shape(program.state_shape(n), param),
+                        dtype=dtype or w.dtype, device=w.device) for n in program.state_names]
+
+
 #: name -> f(ctx, *args) for every built-in; all operate on tensors of the compute dtype.
 TORCH_IMPL: dict[str, Callable[..., torch.Tensor]] = {
     "add": lambda ctx, a, b: a + b,
@@ -146,6 +262,7 @@ TORCH_IMPL: dict[str, Callable[..., torch.Tensor]] = {
     "row_mean": _row_mean,
     "col_mean": _col_mean,
     "randn": lambda ctx: ctx.randn(),
+    **FACTOR_IMPL,
 }
 assert set(TORCH_IMPL) == set(BUILTINS), "every built-in needs an interpreter implementation"
 
@@ -160,8 +277,9 @@ def run(program: Program, w: torch.Tensor, g: torch.Tensor, states: Sequence[tor
     Computes in the dtype of ``w`` (use float64 for reference results). Hyperparameters
     default to the program's defaults; unknown names are a DSLError. ``randn()`` draws from
     ``generator`` (or calls ``noise(shape)`` when given, for tests that share noise).
-    Returns the update ``u`` and the new states, all shaped like ``w``; the caller applies
-    ``w <- w - lr * u``.
+    Returns the update ``u`` (shaped like ``w``) and the new states, each at its declared
+    storage shape (:func:`zero_states`; shaped like ``w`` unless annotated); the caller
+    applies ``w <- w - lr * u``.
     """
     if len(states) != len(program.state_names):
         raise DSLError(f"rule '{program.name}' has {len(program.state_names)} state(s) "
@@ -183,6 +301,10 @@ def run(program: Program, w: torch.Tensor, g: torch.Tensor, states: Sequence[tor
     env.update({n: s.to(dtype) for n, s in zip(program.state_names, states)})
     env.update({n: scalar(v) for n, v in hyper.items()})
 
+    ctx.step = env["step"]
+    if program.has_matrix_states:
+        return _run_shaped(program, ctx, env, scalar)
+
     def ev(e: Expr) -> torch.Tensor:
         if isinstance(e, Name):
             return env[e.id]
@@ -197,6 +319,78 @@ def run(program: Program, w: torch.Tensor, g: torch.Tensor, states: Sequence[tor
     return update, [ctx.full(env[s]) for s in program.state_names]
 
 
+def _run_shaped(program: Program, ctx: _Context, env: dict[str, torch.Tensor],
+                scalar: Callable[[Scalar], torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """run() for rules with matrix states: every value carries its static shape
+    (:mod:`optdisco.dsl.shapes`), which places scalars against factors, reduces factors over
+    their own dimensions and stores each state at its declared size."""
+    env_shapes = {n: shapes.SCALAR for n in env}
+    env_shapes.update({"w": shapes.PARAM, "g": shapes.PARAM})
+    env_shapes.update({n: shapes.STATE_VALUE_SHAPE[program.state_shape(n)] for n in program.state_names})
+
+    memo: dict[Expr, str] = {}  # per statement: a name's shape changes only between statements
+
+    def shape(e: Expr) -> str:
+        if isinstance(e, Const):
+            return shapes.SCALAR
+        if isinstance(e, Name):
+            return env_shapes[e.id]
+        hit = memo.get(e)
+        if hit is None:
+            assert isinstance(e, Call)
+            hit = memo[e] = shapes.result_shape(e.fn, [shape(a) for a in e.args])
+        return hit
+
+    def placed(x: torch.Tensor, x_shape: str, out_shape: str) -> torch.Tensor:
+        if out_shape in shapes.FACTORS and x_shape == shapes.SCALAR:
+            return _batch_scalar(ctx, x, 2)
+        return x
+
+    def ev(e: Expr) -> torch.Tensor:
+        if isinstance(e, Name):
+            return env[e.id]
+        if isinstance(e, Const):
+            return scalar(e.value)
+        assert isinstance(e, Call)
+        out_shape = shape(e)
+        if e.fn == "every":  # only the branch taken is computed (an eigh costs)
+            due = refresh_due(ctx.step, ev(e.args[0]))  # type: ignore[arg-type]
+            if bool(due.all()):
+                out = placed(ev(e.args[1]), shape(e.args[1]), out_shape)
+            elif not bool(due.any()):
+                out = placed(ev(e.args[2]), shape(e.args[2]), out_shape)
+            else:
+                out = torch.where(placed(due, shapes.SCALAR, out_shape),
+                                  placed(ev(e.args[1]), shape(e.args[1]), out_shape),
+                                  placed(ev(e.args[2]), shape(e.args[2]), out_shape))
+        elif BUILTINS[e.fn].kind == "reduction" and e.fn != "numel" and shape(e.args[0]) in shapes.FACTORS:
+            out = _factor_reduce(ctx, e.fn, ev(e.args[0]))
+        else:
+            arg_shapes = [shape(a) for a in e.args]
+            elementwise = BUILTINS[e.fn].kind in ("operator", "elementwise")
+            args = [placed(ev(a), s, out_shape) if elementwise else ev(a) for a, s in zip(e.args, arg_shapes)]
+            out = TORCH_IMPL[e.fn](ctx, *args)
+        if out_shape in shapes.FACTORS:
+            out = torch.broadcast_to(out, _factor_shape(ctx, out_shape))
+        return out
+
+    for stmt in program.body:
+        env[stmt.target] = ev(stmt.expr)
+        env_shapes[stmt.target] = shape(stmt.expr)
+        memo.clear()
+    update = ctx.full(ev(program.update))
+    nparam = len(ctx.reduce_dims)
+    new_states = []
+    for n in program.state_names:
+        declared = program.state_shape(n)
+        value = env[n]
+        if declared in shapes.FACTORS:
+            new_states.append(torch.broadcast_to(value, _factor_shape(ctx, declared)))
+        else:
+            new_states.append(ctx.full(value)[(Ellipsis,) + shapes.compact_index(declared, nparam)])
+    return update, new_states
+
+
 def trajectory(program: Program, w: torch.Tensor, grads: Sequence[torch.Tensor] | Callable, *,
                steps: int, lr: Scalar | Callable[[int], Scalar],
                hyperparameters: Mapping[str, Scalar] | None = None,
@@ -206,7 +400,7 @@ def trajectory(program: Program, w: torch.Tensor, grads: Sequence[torch.Tensor] 
     ``grads`` is a list of gradients or a function ``grad(w, t) -> g`` (t from 1).
     ``lr`` is a number or a function of the step. Returns ``[w_1, ..., w_steps]``.
     """
-    states = [torch.zeros_like(w) for _ in program.state_names]
+    states = zero_states(program, w)
     out = []
     for t in range(1, steps + 1):
         g = grads(w, t) if callable(grads) else grads[t - 1]

@@ -11,8 +11,10 @@ which is what the sympy bridge, the fingerprint and the code generators consume.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Iterator, Mapping
 
+from .builtins import BUILTINS
 from .errors import DSLError
 
 #: Names every rule may read besides its own parameters.
@@ -168,6 +170,18 @@ class Program:
     docstring: str | None = None
     #: Catalog facts (paper, year, origin, provenance, ...); not part of equality.
     metadata: tuple[tuple[str, str], ...] = field(default=(), compare=False, repr=False)
+    #: ``(state, declared shape)`` for the states not shaped like w (see
+    #: :data:`optdisco.dsl.builtins.STATE_SHAPES`), in state order; others are "param".
+    state_shapes: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        # keep only declared states that exist, in state order, so that programs edited with
+        # dataclasses.replace (a state added or removed) stay consistent and compare equal
+        declared = dict(self.state_shapes)
+        kept = tuple((s, declared[s]) for s in self.state_names
+                     if s in declared and declared[s] != "param")
+        if kept != self.state_shapes:
+            object.__setattr__(self, "state_shapes", kept)
 
     # -- views ---------------------------------------------------------------
     @property
@@ -179,6 +193,17 @@ class Program:
         """A copy with metadata entries added or replaced."""
         merged = {**self.meta, **facts}
         return replace(self, metadata=tuple(merged.items()))
+
+    def state_shape(self, name: str) -> str:
+        """The declared shape of state ``name``: "param" unless annotated (e.g. "left_factor")."""
+        return dict(self.state_shapes).get(name, "param")
+
+    @cached_property
+    def has_matrix_states(self) -> bool:
+        """Whether the rule declares a state not shaped like w or calls a matrix-state built-in."""
+        return bool(self.state_shapes) or any(
+            isinstance(n, Call) and BUILTINS[n.fn].kind == "factor"
+            for e in [a.expr for a in self.body] + [self.update] for n in e.walk())
 
     @property
     def hyperparameter_defaults(self) -> dict[str, float]:

@@ -11,7 +11,8 @@ import difflib
 import textwrap
 import warnings
 
-from .builtins import ALIASES, BUILTINS, CALLABLE, INFIX
+from . import shapes
+from .builtins import ALIASES, BUILTINS, CALLABLE, INFIX, STATE_SHAPES
 from .errors import DSLError
 from .ir import READ_ONLY_NAMES, TENSOR_INPUTS, Assign, Call, Const, Expr, Name, Program, neg
 
@@ -144,6 +145,9 @@ def _dedent(text: str) -> str:
 class _Parser:
     def __init__(self, text: str) -> None:
         self.text = text
+        self.node_of: dict[int, ast.AST] = {}
+        self.keep: list[Expr] = []
+        self.state_shapes: tuple[tuple[str, str], ...] = ()
 
     def program(self) -> Program:
         try:
@@ -196,9 +200,11 @@ class _Parser:
                          "states start at zero; put hyperparameters after a bare *")
         positional = a.args
         seen: set[str] = set()
+        state_args = list(positional[2:])
         for arg in list(positional) + list(a.kwonlyargs):
-            if arg.annotation is not None:
-                raise _error(arg.annotation, f"type annotations are not allowed (on '{arg.arg}')")
+            if arg.annotation is not None and not any(arg is s for s in state_args):
+                raise _error(arg.annotation, f"type annotations are not allowed on '{arg.arg}'",
+                             "only states may declare a shape, e.g. L: left_factor")
             if arg.arg in seen:
                 raise _error(arg, f"duplicate parameter '{arg.arg}'")
             seen.add(arg.arg)
@@ -212,6 +218,7 @@ class _Parser:
                                             f"not '{positional[i].arg}'",
                              "w is the parameter, g its gradient")
         states = tuple(arg.arg for arg in positional[2:])
+        self.state_shapes = tuple((arg.arg, self.state_shape(arg)) for arg in positional[2:])
         hyper = []
         for arg, default in zip(a.kwonlyargs, a.kw_defaults):
             if default is None:
@@ -219,6 +226,18 @@ class _Parser:
                              f"write {arg.arg}=0.9")
             hyper.append((arg.arg, self.float_default(arg.arg, default)))
         return states, tuple(hyper)
+
+    def state_shape(self, arg: ast.arg) -> str:
+        """The declared shape of a state parameter: its annotation, a name from STATE_SHAPES."""
+        ann = arg.annotation
+        if ann is None:
+            return "param"
+        if isinstance(ann, ast.Name) and ann.id in STATE_SHAPES:
+            return ann.id
+        shown = ann.id if isinstance(ann, ast.Name) else ast.unparse(ann)
+        hint = _suggest(shown, sorted(STATE_SHAPES)) if isinstance(ann, ast.Name) else None
+        raise _error(ann, f"unknown state shape '{shown}' (on '{arg.arg}')",
+                     hint or f"a state shape is one of {', '.join(STATE_SHAPES)}")
 
     def float_default(self, name: str, node: ast.expr) -> float:
         sign = 1.0
@@ -267,6 +286,10 @@ class _Parser:
         assigned: set[str] = set()
         body: list[Assign] = []
         ret = None
+        declared = dict(self.state_shapes)
+        self.shape_env: dict[str, str] = {n: shapes.SCALAR for n in hyper_names | set(READ_ONLY_NAMES)}
+        self.shape_env.update({n: shapes.PARAM for n in TENSOR_INPUTS})
+        self.shape_env.update({n: shapes.STATE_VALUE_SHAPE[d] for n, d in declared.items()})
         for stmt in stmts:
             if ret is not None:
                 raise _error(stmt, "statements after return are not allowed")
@@ -281,6 +304,14 @@ class _Parser:
                              "assign to a new name instead")
             if target in BUILTINS:
                 raise _error(stmt, f"cannot assign to '{target}': it is a built-in function")
+            value_shape = self.shape_of(expr, stmt)
+            if target in declared:
+                held = shapes.STATE_VALUE_SHAPE[declared[target]]
+                if value_shape not in shapes.ACCEPTS[held]:
+                    raise _error(stmt, f"state '{target}' is declared {declared[target]} but is "
+                                       f"assigned {shapes.describe(value_shape)}",
+                                 "assign it a value of its own shape (see optdisco.dsl.shapes)")
+            self.shape_env[target] = value_shape
             body.append(Assign(target, expr, stmt.lineno))
             self.defined.add(target)
             assigned.add(target)
@@ -288,12 +319,37 @@ class _Parser:
             raise _error(fn, f"rule '{fn.name}' has no return statement",
                          f"end with: return u{''.join(', ' + s for s in states)}")
         update = self.returned(ret, states)
+        if self.shape_of(update, ret) not in shapes.PARAM_LIKE:
+            raise _error(ret, f"the update must be shaped like w, not {shapes.describe(self.shape_of(update, ret))}",
+                         "turn a factor into an update with lmul, rmul or unrotate")
         for arg in fn.args.args[2:]:
             if arg.arg not in assigned:
                 raise _error(arg, f"state '{arg.arg}' is never updated",
                              f"assign its next value (e.g. {arg.arg} = interp(g, {arg.arg}, 0.9)) "
                              "or remove it")
-        return Program(fn.name, states, hyper, tuple(body), update, docstring)
+        return Program(fn.name, states, hyper, tuple(body), update, docstring,
+                       state_shapes=self.state_shapes)
+
+    def shape_of(self, e: Expr, stmt: ast.AST) -> str:
+        """The static shape of ``e`` (see :mod:`optdisco.dsl.shapes`); a DSLError at the
+        offending call (or its argument) when shapes do not mix."""
+        if isinstance(e, Const):
+            return shapes.SCALAR
+        if isinstance(e, Name):
+            return self.shape_env[e.id]
+        assert isinstance(e, Call)
+        arg_shapes = [self.shape_of(a, stmt) for a in e.args]
+        try:
+            return shapes.result_shape(e.fn, arg_shapes)
+        except shapes.ShapeError as err:
+            node = self.node_of.get(id(e), stmt)
+            if err.arg is not None and isinstance(node, ast.Call) and err.arg < len(node.args):
+                node = node.args[err.arg]
+            elif err.arg is not None and isinstance(node, ast.BinOp):
+                node = node.right if err.arg else node.left
+            raise _error(node, f"shape mismatch: {err}",
+                         "factors mix only with scalars and their own shape; "
+                         "use lmul, rmul, rotate or unrotate to apply one to a w-shaped value") from None
 
     def statement(self, stmt: ast.stmt) -> tuple[str, Expr]:
         if isinstance(stmt, ast.Assign):
@@ -315,7 +371,7 @@ class _Parser:
                 raise _error(stmt, "unsupported augmented assignment", "use +=, -=, *=, /= or **=")
             if target.id not in self.defined:
                 raise _error(target, f"'{target.id}' is used before it is assigned")
-            return target.id, Call(op, (Name(target.id), self.expr(stmt.value, 1)))
+            return target.id, self.remember(Call(op, (Name(target.id), self.expr(stmt.value, 1))), stmt)
         if isinstance(stmt, ast.Expr):
             if isinstance(stmt.value, ast.Constant) and isinstance(stmt.value.value, str):
                 raise _error(stmt, "strings are not allowed (only a docstring, as the first statement)")
@@ -368,11 +424,18 @@ class _Parser:
             if op is None:
                 raise _error(node, f"operator not allowed: {type(node.op).__name__}",
                              _BINOP_ADVICE.get(type(node.op), "use + - * / **"))
-            return Call(op, (self.expr(node.left, depth + 1), self.expr(node.right, depth + 1)))
+            return self.remember(Call(op, (self.expr(node.left, depth + 1),
+                                           self.expr(node.right, depth + 1))), node)
         if isinstance(node, ast.Call):
-            return self.call(node, depth)
+            return self.remember(self.call(node, depth), node)
         advice = _EXPR_ADVICE.get(type(node), f"'{type(node).__name__}' is not part of the rule language")
         raise _error(node, advice)
+
+    def remember(self, e: Expr, node: ast.AST) -> Expr:
+        """``e``, noted as written at ``node`` (for the position of a shape error)."""
+        self.node_of[id(e)] = node
+        self.keep.append(e)  # ids stay unique while the text is parsed
+        return e
 
     def name(self, node: ast.Name) -> Expr:
         ident = node.id

@@ -50,7 +50,8 @@ def _docstring_literal(doc: str) -> str:
 
 def to_source(p: Program) -> str:
     """The program as rule text that :func:`optdisco.dsl.parse` turns back into an equal program."""
-    params = ["w", "g", *p.state_names]
+    params = ["w", "g", *[n if p.state_shape(n) == "param" else f"{n}: {p.state_shape(n)}"
+                          for n in p.state_names]]
     if p.hyperparameters:
         params.append("*")
         params.extend(f"{n}={v!r}" for n, v in p.hyperparameters)

@@ -15,6 +15,8 @@ elementwise algebra of sympy is valid for rules. Built-ins map as follows:
 ``where(c, a, b)``     ``Piecewise((a, c > 0), (b, True))``
 reductions, matrix     opaque functions named like the built-in (``norm(x)``, ...);
                        ``numel(x)`` is ``numel(w)`` whatever ``x`` is (it ignores values)
+factor built-ins       opaque functions too (``lmul(F, x)``, ``inv_root(F, p, eps)``, ...);
+                       ``every(k, x, prev)`` is ``every(k, step, x, prev)``: it reads the step
 ``randn()``            a fresh real symbol per call site, ``xi_1, xi_2, ...`` in the order
                        the interpreter draws them (statements in order, arguments left
                        to right)
@@ -40,7 +42,9 @@ import sympy
 from sympy.printing.latex import LatexPrinter
 from sympy.printing.numpy import NumPyPrinter
 
-from .builtins import BUILTINS, NEWTON_SCHULZ_COEFFS, NEWTON_SCHULZ_EPS, NEWTON_SCHULZ_STEPS
+from . import shapes
+from .builtins import (BUILTINS, EIGENBASIS_JITTER, NEWTON_SCHULZ_COEFFS, NEWTON_SCHULZ_EPS,
+                       NEWTON_SCHULZ_STEPS)
 from .ir import Call, Const, Expr, Name, Program
 
 #: Built-ins that stay opaque sympy functions, with the assumptions their values satisfy.
@@ -53,6 +57,16 @@ OPAQUE = {
     "orthogonalize": {"real": True},
     "row_mean": {"real": True},
     "col_mean": {"real": True},
+    # matrix states (issue 13): products, Gram matrices, roots and bases stay opaque
+    "lmul": {"real": True},
+    "rmul": {"real": True},
+    "gram_left": {"real": True},
+    "gram_right": {"real": True},
+    "inv_root": {"real": True},
+    "eigenbasis": {"real": True},
+    "rotate": {"real": True},
+    "unrotate": {"real": True},
+    "every": {"real": True},
 }
 FUNCTIONS: dict[str, sympy.FunctionClass] = {n: sympy.Function(n, **a) for n, a in OPAQUE.items()}
 
@@ -126,9 +140,9 @@ SYMPY_IMPL: dict[str, Callable[..., sympy.Expr]] = {
     "where": _where,
     "floor": sympy.floor,
     "cosine": sympy.cos,
-    **{n: f for n, f in FUNCTIONS.items() if n != "numel"},
+    **{n: f for n, f in FUNCTIONS.items() if n not in ("numel", "every")},
 }
-assert set(SYMPY_IMPL) | {"randn", "numel"} == set(BUILTINS), "every built-in needs a sympy mapping"
+assert set(SYMPY_IMPL) | {"randn", "numel", "every"} == set(BUILTINS), "every built-in needs a sympy mapping"
 
 
 class _Converter:
@@ -160,6 +174,8 @@ class _Converter:
         args = [self.expr(a) for a in e.args]  # left to right, as the interpreter draws noise
         if e.fn == "numel":
             return FUNCTIONS["numel"](self.symbols["w"])
+        if e.fn == "every":  # its value depends on the step, which is not among its arguments
+            return FUNCTIONS["every"](args[0], self.symbols["step"], args[1], args[2])
         return apply(e.fn, args)
 
 
@@ -323,7 +339,7 @@ class _LatexPrinter(LatexPrinter):
     def _print_Function(self, expr, exp=None):
         name = type(expr).__name__
         if name in OPAQUE:
-            arg = self._print(expr.args[0])
+            arg = ", ".join(self._print(a) for a in expr.args)
             if name == "norm":
                 out = rf"\left\lVert {arg} \right\rVert"
             elif name == "numel":
@@ -432,7 +448,11 @@ def _numpy_builtins(shape: tuple[int, ...]) -> dict[str, Callable]:
     matching the interpreter's semantics (reductions over the whole tensor, the matrix view)."""
 
     def full(x):
-        return np.broadcast_to(np.asarray(x, dtype=np.float64), shape)
+        x = np.asarray(x, dtype=np.float64)
+        try:
+            return np.broadcast_to(x, shape)
+        except ValueError:  # a factor (rows x rows or cols x cols): reduced as it is
+            return x
 
     def as_matrix(x):
         x = full(x)
@@ -473,6 +493,46 @@ def _numpy_builtins(shape: tuple[int, ...]) -> dict[str, Callable]:
                                               as_matrix(x).shape).reshape(shape),
         "col_mean": lambda x: np.broadcast_to(as_matrix(x).mean(axis=0, keepdims=True),
                                               as_matrix(x).shape).reshape(shape),
+        **_numpy_factor_builtins(shape, as_matrix),
+    }
+
+
+def _numpy_factor_builtins(shape: tuple[int, ...], as_matrix: Callable) -> dict[str, Callable]:
+    """numpy implementations of the matrix-state built-ins (independent of the interpreter's)."""
+
+    def sym_eigh(F):
+        F = np.asarray(F, dtype=np.float64)
+        if not np.all(np.isfinite(F)):
+            return None
+        lower = np.tril(F) + np.tril(F, -1).T  # eigh reads the lower triangle
+        return np.linalg.eigh(lower)
+
+    def inv_root(F, p, eps):
+        got = sym_eigh(F)
+        if got is None:
+            return np.full(np.shape(F), np.nan)
+        lam, V = got
+        return (V * (np.maximum(lam, 0.0) + eps) ** (-1.0 / p)) @ V.T
+
+    def eigenbasis(F):
+        F = np.asarray(F, dtype=np.float64)
+        got = sym_eigh(F + EIGENBASIS_JITTER * np.eye(F.shape[-1]))
+        return np.full(F.shape, np.nan) if got is None else got[1][:, ::-1]
+
+    def every(k, step, x, prev):
+        due = np.remainder(step - 1.0, max(np.round(k), 1.0)) == 0
+        return x if due else prev
+
+    return {
+        "lmul": lambda F, x: (np.asarray(F) @ as_matrix(x)).reshape(shape),
+        "rmul": lambda x, F: (as_matrix(x) @ np.asarray(F)).reshape(shape),
+        "gram_left": lambda x: as_matrix(x) @ as_matrix(x).T,
+        "gram_right": lambda x: as_matrix(x).T @ as_matrix(x),
+        "inv_root": inv_root,
+        "eigenbasis": eigenbasis,
+        "rotate": lambda QL, x, QR: (np.asarray(QL).T @ as_matrix(x) @ np.asarray(QR)).reshape(shape),
+        "unrotate": lambda QL, x, QR: (np.asarray(QL) @ as_matrix(x) @ np.asarray(QR).T).reshape(shape),
+        "every": every,
     }
 
 
@@ -518,7 +578,11 @@ def evaluate_sympy(p: Program, w, g, states: Sequence, step: float, lr: float,
     fn = sympy.lambdify(args, outputs, modules=[_numpy_builtins(shape), "numpy"],
                         printer=_NumPyPrinter({"fully_qualified_modules": False, "inline": True,
                                                "allow_unknown_functions": True}))
+    # factor states come back at their factor shape; every other output shaped like w
+    rows, cols = shapes.matrix_dims(shape)
+    factor = {"left_factor": (rows, rows), "right_factor": (cols, cols)}
+    out_shapes = [shape] + [factor.get(p.state_shape(n), shape) for n in p.state_names]
     with np.errstate(all="ignore"):
         out = fn(*[values[s.name] for s in args])
-        out = [np.array(np.broadcast_to(_real(o), shape)) for o in out]
+        out = [np.array(np.broadcast_to(_real(o), sh)) for o, sh in zip(out, out_shapes)]
     return out[0], out[1:]

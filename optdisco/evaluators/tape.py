@@ -37,6 +37,7 @@ from ..dsl import Program, run as reference_run
 from ..dsl.builtins import BUILTINS, kind_of
 from ..dsl.interpreter import TORCH_IMPL, _Context
 from ..dsl.ir import Call, Const, Expr, Name
+from ..dsl.shapes import storage_shape
 from ..kernels.torchgen import TORCH_EXPR  # elementwise built-ins written as the interpreter computes them
 
 #: (offset, size, shape) of each tensor in a flat row.
@@ -235,14 +236,37 @@ class FlatTape:
         return self._step(w, g, states, step, lr, K, F, self.segments, dtype)
 
 
+def state_layouts(program: Program, layout: Layout) -> list[list[tuple[int, int, tuple[int, ...]]]]:
+    """For each state, (offset, size, storage shape) of each tensor's part of its flat row: a
+    w-shaped state has ``layout`` itself; a factor of a rows x cols tensor takes rows^2
+    (left) or cols^2 (right) entries, a per-row state rows entries (see
+    :func:`optdisco.dsl.shapes.storage_shape`)."""
+    out = []
+    for name in program.state_names:
+        declared = program.state_shape(name)
+        if declared == "param":
+            out.append(list(layout))
+        else:
+            out.append(flat_layout([storage_shape(declared, shape) for _, _, shape in layout]))
+    return out
+
+
+def state_widths(program: Program, layout: Layout) -> list[int]:
+    """The flat row width of each state of ``program`` (the parameter count for w-shaped ones)."""
+    return [sum(size for _, size, _ in parts) for parts in state_layouts(program, layout)]
+
+
 class ReferenceStep:
     """The reference interpreter with :class:`FlatTape`'s contract: applied once to the flat
-    rows, or tensor by tensor (on shaped views) when the rule reads whole-tensor structure."""
+    rows, or tensor by tensor (on shaped views) when the rule reads whole-tensor structure.
+    Rules with matrix states always run tensor by tensor, their states laid out by
+    :func:`state_layouts`."""
 
     def __init__(self, program: Program, layout: Layout) -> None:
         self.program = program
         self.layout = list(layout)
-        self.per_tensor = needs_per_tensor(program)
+        self.per_tensor = needs_per_tensor(program) or program.has_matrix_states
+        self.state_layouts = state_layouts(program, layout)
 
     def __call__(self, w: torch.Tensor, g: torch.Tensor, states: Sequence[torch.Tensor], *,
                  step: float | torch.Tensor, lr: torch.Tensor, generator: torch.Generator | None = None,
@@ -253,14 +277,16 @@ class ReferenceStep:
                                  generator=generator)
         rows = w.shape[0]
         us, new = [], [[] for _ in states]
-        for o, size, shape in self.layout:
+        for i, (o, size, shape) in enumerate(self.layout):
             view = lambda x, o=o, size=size, shape=shape: x[:, o:o + size].reshape(rows, *shape)  # noqa: E731
-            u, ns = reference_run(self.program, view(w), view(g), [view(s) for s in states],
+            state_views = [s[:, so:so + ssize].reshape(rows, *sshape)
+                           for s, (so, ssize, sshape) in zip(states, (sl[i] for sl in self.state_layouts))]
+            u, ns = reference_run(self.program, view(w), view(g), state_views,
                                   step=step, lr=lr.view(rows, *([1] * len(shape))),
                                   batch_dims=1, generator=generator)
             us.append(u.reshape(rows, size))
             for j, s in enumerate(ns):
-                new[j].append(s.reshape(rows, size))
+                new[j].append(s.reshape(rows, -1))
         return torch.cat(us, dim=1), [torch.cat(parts, dim=1) for parts in new]
 
 
@@ -277,7 +303,7 @@ def flat_layout(shapes: Sequence[tuple[int, ...]]) -> list[tuple[int, int, tuple
 def make_step(program: Program, layout: Layout) -> Callable:
     """A :class:`FlatTape` for ``program``, or a :class:`ReferenceStep` for rules that draw
     noise or cannot be taped (their error then surfaces when the step runs)."""
-    if program.uses("randn"):
+    if program.uses("randn") or program.has_matrix_states:
         return ReferenceStep(program, layout)
     try:
         return FlatTape(program, layout)

@@ -33,7 +33,7 @@ from ..dsl import Program
 from ..dsl.interpreter import cpu_threads
 from ..training import GradientSpec, cge_rows, rge_rows
 from . import workers
-from .tape import flat_layout, make_step
+from .tape import flat_layout, make_step, state_widths
 from .tasks import Task, get_task
 
 EXPLODE = 100.0
@@ -198,7 +198,9 @@ def _train(task: Task, programs: Sequence[Program], runs: Sequence[Run], *, step
             groups[-1] = (r.program, groups[-1][1], i + 1)
         else:
             groups.append((r.program, i, i + 1))
-    states = {k: [torch.zeros(e - s, flat.shape[1], dtype=dtype, device=dev) for _ in programs[k].state_names]
+    # a state's row is as wide as its storage: the parameter count, or less or more for
+    # matrix states (factors, per-row statistics; tape.state_widths)
+    states = {k: [torch.zeros(e - s, width, dtype=dtype, device=dev) for width in state_widths(programs[k], layout)]
               for k, s, e in groups}
     steppers = {k: make_step(programs[k], layout) for k, _, _ in groups}
     group_alive = {k: True for k, _, _ in groups}  # python mirror of alive[s:e].any(), refreshed on kills

@@ -12,7 +12,8 @@ Every backend applies a rule to a list of parameters in place::
 * ``"compile"``: generated per-tensor torch code fused by ``torch.compile`` (inductor);
 * ``"triton"``: one generated fused Triton kernel per program, one launch per group
   (CUDA, or CPU tensors when ``TRITON_INTERPRET=1`` is set);
-* ``"auto"``: ``"triton"`` on a CUDA device when triton is installed, else the CPU fast
+* ``"auto"``: the eager interpreter for rules with matrix states (:mod:`optdisco.dsl.shapes`;
+  the other backends refuse them), else ``"triton"`` on a CUDA device when triton is installed, else the CPU fast
   path (``"compile"`` for large groups, ``"foreach"`` for small ones; see
   :mod:`optdisco.kernels.auto`).
 
@@ -90,6 +91,15 @@ def get_backend(program: Program, backend: str = "auto",
 
 
 def _build(program: Program, backend: str, device: torch.device) -> Backend:
+    if program.has_matrix_states:
+        # Rules with matrix states (factors, per-row or per-column states, every()) run on
+        # the interpreter: the code generators fuse w-shaped states only.
+        if backend not in ("eager", "auto"):
+            raise BackendUnavailable(
+                f"backend '{backend}' does not run rules with matrix states or factor built-ins "
+                f"(rule '{program.name}'); use backend='eager' or 'auto' (which runs them eagerly)")
+        from .eager import EagerBackend
+        return EagerBackend(program)
     if backend == "eager":
         from .eager import EagerBackend
         return EagerBackend(program)

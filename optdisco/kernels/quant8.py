@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..dsl import Program
+
 QBLOCK = 256
 
 
@@ -118,3 +120,13 @@ def reject_quantized(states: list[list], backend: str) -> None:
     if any(isinstance(x, QuantizedState) for s in states for x in s):
         raise TypeError(f"backend '{backend}' does not read 8-bit states; use backend='triton' "
                         "(GPU) or 'eager'")
+
+
+def reject_matrix_states(program: Program) -> None:
+    """Raise ValueError if ``program`` declares states not shaped like w: the 8-bit blockwise
+    format quantizes w-shaped states only (a factor's eigenvectors and inverse roots would lose
+    their orthogonality and symmetry to 8-bit codes)."""
+    declared = [f"{n}: {shape}" for n, shape in program.state_shapes]
+    if declared:
+        raise ValueError(f"state_bits=8 does not cover matrix states; rule '{program.name}' declares "
+                         f"{', '.join(declared)}. Use state_bits=32 for this rule")

@@ -45,7 +45,7 @@ import torch
 from ..discovered import catalog
 from ..dsl.equivalence import equivalent
 from ..dsl.fingerprint import eliminate_dead_code, single_threaded
-from ..dsl.interpreter import run
+from ..dsl.interpreter import run, zero_states
 from ..dsl.ir import Call, Const, Name, Program
 from ..dsl.symbolic import to_sympy
 
@@ -148,7 +148,7 @@ def probe_updates_batch(p: Program, settings: Sequence[Mapping[str, float]], *,
             hyper = {h: torch.tensor([float(s.get(h, defaults[h])) for s in settings],
                                      dtype=torch.float64).reshape(n, *ones) for h in names}
             gen = torch.Generator().manual_seed(_SEED + k)
-            states = [torch.zeros((n, *ws[0].shape), dtype=torch.float64) for _ in p.state_names]
+            states = zero_states(p, torch.zeros((n, *ws[0].shape), dtype=torch.float64), batch_dims=1)
             for t, (w, g) in enumerate(zip(ws, gs), start=1):
                 wb, gb = w.expand(n, *w.shape), g.expand(n, *g.shape)
                 u, states = run(p, wb, gb, states, step=float(t), lr=PROBE_LR, hyperparameters=hyper,

@@ -25,7 +25,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 
 from ..discovered.references import adamw
-from ..dsl import DSLError, parse, run
+from ..dsl import DSLError, parse, run, zero_states
 from ..dsl.ir import Program
 from ..evaluators import WORST_LOG_RATIO as WORST  # the evaluators define the worst score
 
@@ -113,7 +113,7 @@ def _quadratic_losses(p: Program, *, dim: int, steps: int, seed: int, noise: flo
     L = len(lrs)
     w = w0.expand(L, dim).clone()
     lr0 = torch.tensor(lrs, dtype=torch.float64).reshape(L, 1)
-    states = [torch.zeros_like(w) for _ in p.state_names]
+    states = zero_states(p, w, batch_dims=1)
     start = float(0.5 * (h * (w0 - c) ** 2).sum())
     dead = torch.zeros(L, dtype=torch.bool)
     curve = []

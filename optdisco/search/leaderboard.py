@@ -7,10 +7,20 @@ from typing import Any
 
 from ..dsl import parse
 from ..dsl.ir import Program
+from ..dsl.shapes import MEMORY_REFERENCE_SHAPE, state_elements
 from .classify import stored_class
 from .store import Store
 
 STATE_BYTES = 4  # fp32 states
+
+
+def bytes_per_param(p: Program) -> float:
+    """fp32 state bytes per parameter entry: 4 per w-shaped state; for rules with matrix states
+    (factors are rows^2 and cols^2) the figure of a MEMORY_REFERENCE_SHAPE matrix."""
+    if not p.state_shapes:
+        return STATE_BYTES * len(p.state_names)
+    rows, cols = MEMORY_REFERENCE_SHAPE
+    return STATE_BYTES * state_elements([p.state_shape(s) for s in p.state_names], MEMORY_REFERENCE_SHAPE) / (rows * cols)
 
 
 def _inline(p: Program, name: str, value: float) -> Program:
@@ -90,7 +100,7 @@ def rows(store: Store, k: int = 10) -> list[dict[str, Any]]:
         out.append({"id": pid, "source": source, "math": math_text(p),
                     "fitness": ev.get("fitness", row.fitness), "ci_low": ev.get("ci_low"),
                     "ci_high": ev.get("ci_high"), "stages": stage_fit.get(pid, {}),
-                    "states": len(p.state_names), "bytes_per_param": STATE_BYTES * len(p.state_names),
+                    "states": len(p.state_names), "bytes_per_param": bytes_per_param(p),
                     "found": pid in found, "class": _class_label(store, pid)})
     key = lambda r: (r["found"], len(r["stages"]), r["fitness"] if r["fitness"] is not None else -1e9)
     return sorted(out, key=key, reverse=True)[:k]

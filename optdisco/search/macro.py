@@ -307,6 +307,81 @@ def interp_gradient(p: Program, rng: np.random.Generator, space: Space, *, site:
     return _replace_site(q, site, Call("interp", (Name("g"), x, b)))
 
 
+# -- matrix preconditioners (issue 13); off unless [space] macro_weights names them ----------
+
+SHAMPOO_EPS = 1e-6
+BASIS_EVERY = 10.0
+
+
+def _substitute(e: Expr, names: dict[str, str]) -> Expr:
+    if isinstance(e, Name):
+        return Name(names.get(e.id, e.id))
+    if isinstance(e, Call):
+        return Call(e.fn, tuple(_substitute(a, names) for a in e.args))
+    return e
+
+
+def _factor_states(q: Program, x: Expr, sides: tuple[str, ...]) -> tuple[Program, dict[str, str]]:
+    """Factor states (moving averages of Gram matrices of ``x``) for ``sides``, updated at the end."""
+    q, b = _fresh_hyper(q, "shampoo_beta", BETA2)
+    made = {}
+    for side in sides:
+        f = _fresh_name(q, "L" if side == "left" else "R")
+        q = replace(q, state_names=q.state_names + (f,), state_shapes=q.state_shapes + ((f, f"{side}_factor"),))
+        q = _insert(q, len(q.body), Assign(f, Call("interp", (Call(f"gram_{side}", (x,)), Name(f), b))))
+        made[side] = f
+    return q, made
+
+
+def shampoo_precondition(p: Program, rng: np.random.Generator, space: Space, *, site: Site | None = None,
+                         sides: tuple[str, ...] | None = None, eps: float = SHAMPOO_EPS) -> Program:
+    """Shampoo's step: the w-shaped value x at ``site`` preconditioned by inverse fourth roots of
+    moving averages of the gradient's Gram matrices: x -> lmul(inv_root(L, 4, eps), rmul(x,
+    inv_root(R, 4, eps))), with L = interp(gram_left(g), L, shampoo_beta) (and R) updated first."""
+    site = _site(p, rng, site)
+    sides = sides if sides is not None else _pick(rng, [("left", "right"), ("left",), ("right",)])
+    x = _node_at(p, site)
+    q, made = _factor_states(p, Name("g"), sides)
+    factor_updates = q.body[len(p.body):]
+    q = replace(q, body=tuple(factor_updates) + q.body[:len(p.body)])  # the factors include this step's g
+    site = (site[0] + len(factor_updates), site[1]) if site[0] >= 0 else site
+    q, e = _fresh_hyper(q, "eps", eps)
+    out: Expr = x
+    if "left" in made:
+        out = Call("lmul", (Call("inv_root", (Name(made["left"]), Const(4.0), e)), out))
+    if "right" in made:
+        out = Call("rmul", (out, Call("inv_root", (Name(made["right"]), Const(4.0), e))))
+    return _replace_site(q, site, out)
+
+
+def eigenbasis(p: Program, rng: np.random.Generator, space: Space, *, every: float = BASIS_EVERY) -> Program:
+    """SOAP's step: the whole rule run in the eigenbasis of Shampoo's factors. Every read of g
+    and w becomes rotate(QL, g, QR) and rotate(QL, w, QR), the update unrotate(QL, u, QR); the
+    factors L, R (moving averages of Gram matrices of g) and their bases QL = every(k,
+    eigenbasis(L), QL), QR are updated after the update, so a step uses the basis of the step
+    before (zero, so no update, at step 1)."""
+    if p.has_matrix_states:
+        raise Redraw
+    q, made = _factor_states(p, Name("g"), ("left", "right"))
+    q, k = _fresh_hyper(q, "basis_every", every)
+    bases = {}
+    for side, f in made.items():
+        qn = _fresh_name(q, "QL" if side == "left" else "QR")
+        shape = f"{side}_factor"
+        q = replace(q, state_names=q.state_names + (qn,), state_shapes=q.state_shapes + ((qn, shape),))
+        q = _insert(q, len(q.body), Assign(qn, Call("every", (k, Call("eigenbasis", (Name(f),)), Name(qn)))))
+        bases[side] = Name(qn)
+    gr, wr, out = _fresh_name(q, "g_rot"), _fresh_name(q, "w_rot"), _fresh_name(q, "u_out")
+    names = {"g": gr, "w": wr}
+    original = [Assign(a.target, _substitute(a.expr, names), a.line) for a in q.body[:len(p.body)]]
+    rotations = [Assign(gr, Call("rotate", (bases["left"], Name("g"), bases["right"]))),
+                 Assign(wr, Call("rotate", (bases["left"], Name("w"), bases["right"])))]
+    # rotated back in the basis it was computed in, before the bases are refreshed
+    back = Assign(out, Call("unrotate", (bases["left"], _substitute(p.update, names), bases["right"])))
+    body = tuple(rotations + original + [back]) + q.body[len(p.body):]
+    return replace(q, body=body, update=Name(out))
+
+
 class Macro(NamedTuple):
     """One macro mutation: its function, its default weight in the space, what it does."""
 
@@ -327,6 +402,10 @@ MACROS: dict[str, Macro] = {
     "cautious": Macro(cautious, 0.5, "u * c / (mean(c) + eps), c = gt(u * g, 0)"),
     "orthogonalize": Macro(orthogonalize, 0.5, "orthogonalize(x) of a matrix expression"),
     "interp_gradient": Macro(interp_gradient, 1.0, "interp(g, x, beta): x blended with the gradient"),
+    # matrix preconditioners: not in defaults.toml's macro_weights, so off unless a [space] names them
+    "shampoo_precondition": Macro(shampoo_precondition, 0.3,
+                                  "lmul(inv_root(L, 4, eps), rmul(x, inv_root(R, 4, eps))) with Gram factors"),
+    "eigenbasis": Macro(eigenbasis, 0.3, "the rule run in the eigenbasis of Gram factors (SOAP)"),
 }
 
 

@@ -23,7 +23,7 @@ import math
 import torch
 
 from ..dsl import DSLError
-from ..dsl.interpreter import run
+from ..dsl.interpreter import run, zero_states
 from ..dsl.ir import Program
 
 PROBE_STEPS = 4
@@ -50,7 +50,7 @@ def _probe_updates(p: Program, grads: list[torch.Tensor], w0: torch.Tensor) -> l
     """Updates along a probe trajectory driven by the fixed gradient sequence ``grads``."""
     noise = torch.Generator().manual_seed(1234)  # the same randn() draws for every gradient sequence
     w = w0
-    states = [torch.zeros_like(w0) for _ in p.state_names]
+    states = zero_states(p, w0)
     out = []
     for t, g in enumerate(grads, start=1):
         u, states = run(p, w, g, states, step=float(t), lr=PROBE_LR, generator=noise)
@@ -65,7 +65,7 @@ def _blows_up(p: Program) -> bool:
     w = torch.randn(6, 5, generator=gen, dtype=torch.float64)
     noise = torch.Generator().manual_seed(1234)
     f0 = float(0.5 * (h * w * w).sum())
-    states = [torch.zeros_like(w) for _ in p.state_names]
+    states = zero_states(p, w)
     for t in range(1, QUADRATIC_STEPS + 1):
         u, states = run(p, w, h * w, states, step=float(t), lr=QUADRATIC_LR, generator=noise)
         w = w - QUADRATIC_LR * u

@@ -10,7 +10,7 @@ import pytest
 import optdisco
 import optdisco.catalog as catalog  # noqa: E402  (a submodule import, not the lazy attribute)
 from optdisco.discovered.catalog import REQUIRED_KEYS, CatalogError, load_text, parse_docstring, parse_sidecar
-from optdisco.dsl import DSLError, parse
+from optdisco.dsl import DSLError, parse, zero_states
 
 REQUIRED = ["sgd", "momentum", "nesterov", "adam", "adamw", "nadam", "nadamw", "radam", "rmsprop",
             "adagrad", "adagradnorm", "lion", "lion_tanh", "lion_clip", "signsgd", "powersign",
@@ -203,7 +203,7 @@ def test_rule_runs_batched_like_separate_runs(name):
         return (x - target) * (1 + 0.1 * t) + 0.3 * x ** 3
 
     ws = w.clone()
-    states = [torch.zeros_like(w) for _ in prog.state_names]
+    states = zero_states(prog, w, batch_dims=1)
     for t in range(1, steps + 1):
         u, states = run(prog, ws, grad(ws, t, targets), states, step=float(t), lr=lrs.view(col),
                         hyperparameters={k: v.view(col) for k, v in hyper.items()},
@@ -211,7 +211,7 @@ def test_rule_runs_batched_like_separate_runs(name):
         ws = ws - lrs.view(col) * u
     for i in range(b):
         wi = w[i].clone()
-        si = [torch.zeros_like(wi) for _ in prog.state_names]
+        si = zero_states(prog, wi)
         for t in range(1, steps + 1):
             u, si = run(prog, wi, grad(wi, t, targets[i]), si, step=float(t), lr=float(lrs[i]),
                         hyperparameters={k: float(v[i]) for k, v in hyper.items()},

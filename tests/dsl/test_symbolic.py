@@ -11,6 +11,7 @@ import torch
 
 import optdisco
 from optdisco.dsl import BUILTINS, parse, run
+from optdisco.dsl.shapes import storage_shape
 from optdisco.dsl.symbolic import (OPAQUE, SYMPY_IMPL, SymbolicRule, evaluate_sympy, simplified,
                                    simplify_bounded, to_latex, to_sympy)
 
@@ -40,7 +41,7 @@ def test_elementwise_mapping(text):
     assert update_of(text) == EXPECTED[text]
 
 
-@pytest.mark.parametrize("fn", sorted(OPAQUE))
+@pytest.mark.parametrize("fn", sorted(n for n in OPAQUE if BUILTINS[n].kind != "factor"))  # factors: test_matrix_states
 def test_reductions_and_matrix_builtins_are_opaque_functions_named_like_the_builtin(fn):
     u = update_of(f"{fn}(x * g)")
     assert isinstance(u, sympy.Function) and type(u).__name__ == fn
@@ -51,10 +52,10 @@ def test_reductions_and_matrix_builtins_are_opaque_functions_named_like_the_buil
 
 
 def test_every_builtin_is_mapped():
-    assert set(SYMPY_IMPL) | {"randn", "numel"} == set(BUILTINS)
+    assert set(SYMPY_IMPL) | {"randn", "numel", "every"} == set(BUILTINS)
     calls = {"randn": "randn()"}
     for name, b in BUILTINS.items():
-        if b.kind == "operator":
+        if b.kind in ("operator", "factor"):  # factor built-ins need factor states: test_matrix_states
             continue
         text = calls.get(name, f"{name}({', '.join(['g'] * b.arity)})")
         assert isinstance(update_of(text), sympy.Expr)
@@ -150,14 +151,17 @@ def test_catalog_rules_interpreter_equals_sympy_evaluation(name):
     for k, shape in enumerate(SHAPES):
         gen = np.random.default_rng(k)
         w_, g_ = gen.standard_normal(shape), gen.standard_normal(shape)
-        states = [np.abs(gen.standard_normal(shape)) for _ in p.state_names]  # second moments >= 0
+        # second moments >= 0; matrix states at their storage shapes, factors symmetric
+        states = [np.abs(gen.standard_normal(storage_shape(p.state_shape(n), shape))) for n in p.state_names]
+        states = [s + s.T if p.state_shape(n) in ("left_factor", "right_factor") else s
+                  for n, s in zip(p.state_names, states)]
         noise = [gen.standard_normal(shape) for _ in rule.noise]
         draws = iter(noise)
         u, new = run(p, torch.tensor(w_), torch.tensor(g_), [torch.tensor(s) for s in states],
                      step=float(k + 2), lr=0.01, noise=lambda s, draws=draws: torch.tensor(next(draws)))
         su, snew = evaluate_sympy(p, w_, g_, states, float(k + 2), 0.01, noise=noise)
         for a, b in zip([u, *new], [su, *snew]):
-            np.testing.assert_allclose(a.numpy(), b, rtol=1e-9, atol=1e-12)
+            np.testing.assert_allclose(np.broadcast_to(a.numpy(), b.shape), b, rtol=1e-9, atol=1e-12)
 
 
 def test_evaluate_sympy_uses_hyperparameter_overrides():

@@ -28,7 +28,7 @@ def _per_tensor_reference(p, w, g, st, lr, dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("name", catalog.names())
+@pytest.mark.parametrize("name", [n for n in catalog.names() if not catalog.get(n).has_matrix_states])  # not taped
 def test_flat_tape_is_bit_identical_to_the_interpreter_tensor_by_tensor(name, dtype):
     p = catalog.get(name)
     step = make_step(p, LAYOUT)

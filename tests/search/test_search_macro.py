@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from optdisco.discovered import catalog
 from optdisco.dsl import parse
 from optdisco.dsl.equivalence import equivalent
-from optdisco.dsl.interpreter import run, trajectory
+from optdisco.dsl.interpreter import run, trajectory, zero_states
 from optdisco.search import config
 from optdisco.search.macro import (
     MACROS,
@@ -30,7 +30,7 @@ def _updates(p, steps=5, seed=0):
     gen = torch.Generator().manual_seed(seed)
     w = torch.randn(4, 3, generator=gen, dtype=torch.float64)
     grads = [torch.randn(4, 3, generator=gen, dtype=torch.float64) for _ in range(steps)]
-    states = [torch.zeros_like(w) for _ in p.state_names]
+    states = zero_states(p, w)
     out = []
     for t, g in enumerate(grads, start=1):
         u, states = run(p, w, g, states, step=float(t), lr=0.01)

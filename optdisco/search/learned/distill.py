@@ -29,7 +29,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from ...dsl import Program, run
+from ...dsl import Program, run, zero_states
 from ...evaluators import get_task, steps_for
 from .es import atomic_savez, new_inner, unroll
 from .mlp_optimizer import MLPOptimizer
@@ -93,7 +93,7 @@ def explained_variance(program: Program, rec: Recording) -> float:
         for _, W, G, U, L in rec.trajectories:
             w = torch.from_numpy(W)
             g = torch.from_numpy(G)
-            states = [torch.zeros_like(w[0]) for _ in program.state_names]
+            states = zero_states(program, w[0])
             us = []
             for t in range(len(W)):
                 u, states = run(program, w[t], g[t], states, step=float(t + 1), lr=float(L[t]),

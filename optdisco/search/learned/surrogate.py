@@ -39,7 +39,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ...dsl import run
+from ...dsl import run, zero_states
 from ...dsl.builtins import BUILTINS
 from ...dsl.ir import Call, Const, Expr, Name, Program
 from ..evolution import VARIANTS, Evolution, Proposal
@@ -83,7 +83,7 @@ def _probe(p: Program) -> list[float]:
     L = len(PROBE_LRS)
     w = torch.zeros(L, PROBE_DIM, dtype=torch.float64)
     lr = torch.tensor(PROBE_LRS, dtype=torch.float64).view(L, 1)
-    states = [torch.zeros_like(w) for _ in p.state_names]
+    states = zero_states(p, w, batch_dims=1)
     start = float(0.5 * (h * c * c).sum())
     finite, log_rms, cos = 1.0, 0.0, 0.0
     try:
