@@ -16,6 +16,8 @@ from optdisco.kernels import BackendUnavailable
 pytorch_optimizer = pytest.importorskip("pytorch_optimizer")
 
 STEPS = 40
+#: the catalog rules this file tests against a peer or the written-out algorithm
+MATRIX_TESTED = {"shampoo", "soap", "adam_mini"}
 A = torch.randn(6, 6, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
 CURVATURE = A @ A.T / 6 + torch.eye(6, dtype=torch.float64)
 
