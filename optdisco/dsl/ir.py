@@ -202,7 +202,7 @@ class Program:
     def has_matrix_states(self) -> bool:
         """Whether the rule declares a state not shaped like w or calls a matrix-state built-in."""
         return bool(self.state_shapes) or any(
-            isinstance(n, Call) and BUILTINS[n.fn].kind == "factor"
+            isinstance(n, Call) and n.fn in BUILTINS and BUILTINS[n.fn].kind == "factor"
             for e in [a.expr for a in self.body] + [self.update] for n in e.walk())
 
     @property

@@ -211,8 +211,8 @@ def write_meta_report(history: Sequence[dict], cfg: ResidualESConfig, out: "str 
     its mean over each cycle through the tasks, and the norms of the ES gradient and of theta."""
     import html
 
-    from ..report import _plt, _png
-    plt = _plt()
+    from ..plots import png_img, pyplot
+    plt = pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4))
     for name in cfg.tasks:
         pts = [(h["iteration"], h["mean_vs_adamw"]) for h in history if h["task"] == name]
@@ -230,7 +230,7 @@ def write_meta_report(history: Sequence[dict], cfg: ResidualESConfig, out: "str 
     ax2.plot(its, [h["theta_norm"] for h in history], label="|theta|")
     ax2.set_xlabel("ES iteration")
     ax2.legend()
-    img = _png(fig)
+    img = png_img(fig)
     rows = "".join(
         f"<tr><td>{h['iteration']}</td><td>{html.escape(h['task'])}</td><td>{h['lr']:g}</td>"
         f"<td>{h['mean_vs_adamw']:+.4f}</td><td>{h['best_member_vs_adamw']:+.4f}</td><td>{h['diverged']}</td>"

@@ -67,4 +67,7 @@ def test_batched_row_is_the_torch_optimizer_on_the_same_run():
         task.train_loss(params, data[t - 1].unsqueeze(0)).sum().backward()
         opt.step()
     flat = torch.cat([p.detach().reshape(-1) for p in params])
-    torch.testing.assert_close(got.params[0], flat, rtol=1e-5, atol=1e-7)
+    # the torch form runs the kernels' foreach path, whose per-step scalars (bias corrections) are
+    # Python floats when every tensor has one step; the batched form computes them in float32:
+    # float32 rounding apart, grown over 10 steps to a few 1e-6
+    torch.testing.assert_close(got.params[0], flat, rtol=1e-4, atol=1e-5)
