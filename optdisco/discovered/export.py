@@ -14,7 +14,7 @@ from ..dsl import BUILTINS, Program
 from ..dsl import shapes
 from ..dsl.builtins import EIGENBASIS_JITTER, NEWTON_SCHULZ_COEFFS, NEWTON_SCHULZ_EPS, NEWTON_SCHULZ_STEPS
 from ..dsl.ir import Call, Const, Expr, Name
-from ..dsl.printer import expr_source
+from .codegen import OPERATORS, calls, ops_expr
 from .export_optax import to_optax
 from .optimizer import default_lr
 
@@ -150,8 +150,7 @@ def _storage_shape(declared, shape):
 
 '''
 
-_OPERATORS = {"add", "sub", "mul", "div", "pow", "neg"}
-assert set(_OPS_METHODS) | _OPERATORS == set(BUILTINS), "every built-in needs an exported method"
+assert set(_OPS_METHODS) | OPERATORS == set(BUILTINS), "every built-in needs an exported method"
 
 _OPS_PRELUDE = '''class _Ops:
     """The rule language's built-ins for one parameter tensor of shape ``shape``."""
@@ -182,50 +181,6 @@ def _class_name(name: str) -> str:
     return cls if not keyword.iskeyword(cls) else cls + "_"
 
 
-def _calls(program: Program) -> set[str]:
-    exprs: list[Expr] = [a.expr for a in program.body] + [program.update]
-    return {n.fn for e in exprs for n in e.walk() if isinstance(n, Call)}
-
-
-def _ops_expr(e: Expr, ops: str, env_shapes: dict[str, str] | None = None) -> str:
-    """Rule-text printing with built-in calls and literals routed through the ops object.
-
-    Literals become 0-d tensors of the parameter's dtype, as in the interpreter, so that
-    scalar-only subexpressions (bias corrections) round the same way. With ``env_shapes``
-    (the static shape of each name, for rules with matrix states) reductions of factors
-    reduce the factor itself and ``every(k, x, prev)`` computes only the branch it takes.
-    """
-    memo: dict[Expr, Expr] = {}
-
-    def shape(x: Expr) -> str:
-        assert env_shapes is not None
-        if isinstance(x, Const):
-            return shapes.SCALAR
-        if isinstance(x, Name):
-            return env_shapes[x.id]
-        assert isinstance(x, Call)
-        return shapes.result_shape(x.fn, [shape(a) for a in x.args])
-
-    def route(x: Expr) -> Expr:
-        if x not in memo:
-            if isinstance(x, Const):
-                memo[x] = Name(f"{ops}.scalar({x.value!r})")
-            elif isinstance(x, Call) and x.fn == "every" and env_shapes is not None:
-                k, value, prev = (expr_source(route(a)) for a in x.args)
-                memo[x] = Name(f"({value} if {ops}.due(step, {k}) else {prev})")
-            elif (isinstance(x, Call) and env_shapes is not None and BUILTINS[x.fn].kind == "reduction"
-                  and x.fn != "numel" and shape(x.args[0]) in shapes.FACTORS):
-                memo[x] = Name(f"{ops}.factor_reduce({x.fn!r}, {expr_source(route(x.args[0]))})")
-            elif isinstance(x, Call):
-                fn = x.fn if x.fn in _OPERATORS else f"{ops}.{x.fn}"
-                memo[x] = Call(fn, tuple(route(a) for a in x.args))
-            else:
-                memo[x] = x
-        return memo[x]
-
-    return expr_source(route(e))
-
-
 def _static_shape(e: Expr, env_shapes: dict[str, str]) -> str:
     if isinstance(e, Const):
         return shapes.SCALAR
@@ -254,7 +209,7 @@ def to_torch(program: Program, class_name: str | None = None) -> str:
     reproduces :class:`optdisco.Optimizer`'s trajectory.
     """
     cls = class_name or _class_name(program.name)
-    used = _calls(program)
+    used = calls(program)
     hyper = program.hyperparameters
     clash = {"params", "seed", "self"} & set(program.hyperparameter_names)
     if clash:
@@ -288,10 +243,10 @@ def to_torch(program: Program, class_name: str | None = None) -> str:
         env_shapes.update({"w": shapes.PARAM, "g": shapes.PARAM})
         env_shapes.update({n: shapes.STATE_VALUE_SHAPE[program.state_shape(n)] for n in program.state_names})
     for a in program.body:
-        body.append(f"    {a.target} = {_ops_expr(a.expr, ops, env_shapes)}")
+        body.append(f"    {a.target} = {ops_expr(a.expr, ops, env_shapes)}")
         if env_shapes is not None:
             env_shapes[a.target] = _static_shape(a.expr, env_shapes)
-    body.append(f"    {upd} = {ops}.full({_ops_expr(program.update, ops, env_shapes)})")
+    body.append(f"    {upd} = {ops}.full({ops_expr(program.update, ops, env_shapes)})")
     states_tuple = "".join(f"{_state_out(program.state_shape(st), st, ops)}, " for st in program.state_names)
     body.append(f"    return {upd}, ({states_tuple})")
     methods = "\n".join(_OPS_METHODS[name] for name in sorted(used) if name in _OPS_METHODS)

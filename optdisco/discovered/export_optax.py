@@ -13,9 +13,8 @@ from __future__ import annotations
 
 from ..dsl import BUILTINS, Program
 from ..dsl.builtins import NEWTON_SCHULZ_COEFFS, NEWTON_SCHULZ_EPS, NEWTON_SCHULZ_STEPS
-from ..dsl.ir import Call, Const, Expr, Name
-from ..dsl.printer import expr_source
 from ..errors import UserError
+from .codegen import OPERATORS, calls, ops_expr
 from .optimizer import default_lr
 
 # One method per built-in, restating optdisco.dsl.interpreter for one parameter array.
@@ -69,9 +68,8 @@ _JNP_METHODS = {
              "        self.key, sub = jax.random.split(self.key)\n"
              "        return jax.random.normal(sub, self.shape, self.dtype)\n",
 }
-_OPERATORS = {"add", "sub", "mul", "div", "pow", "neg"}
 # The matrix-state ("factor") built-ins are not exported yet: to_optax refuses their rules.
-assert set(_JNP_METHODS) | _OPERATORS == {n for n, b in BUILTINS.items() if b.kind != "factor"}, \
+assert set(_JNP_METHODS) | OPERATORS == {n for n, b in BUILTINS.items() if b.kind != "factor"}, \
     "every built-in needs an optax method"
 
 _OPS_PRELUDE = '''class _Ops:
@@ -95,30 +93,6 @@ _OPS_PRELUDE = '''class _Ops:
 '''
 
 
-def _calls(program: Program) -> set[str]:
-    exprs: list[Expr] = [a.expr for a in program.body] + [program.update]
-    return {n.fn for e in exprs for n in e.walk() if isinstance(n, Call)}
-
-
-def _ops_expr(e: Expr, ops: str) -> str:
-    """Rule text with built-in calls and literals routed through the ops object (literals
-    become 0-d arrays of the parameter's dtype, as in the interpreter)."""
-    memo: dict[Expr, Expr] = {}
-
-    def route(x: Expr) -> Expr:
-        if x not in memo:
-            if isinstance(x, Const):
-                memo[x] = Name(f"{ops}.scalar({x.value!r})")
-            elif isinstance(x, Call):
-                fn = x.fn if x.fn in _OPERATORS else f"{ops}.{x.fn}"
-                memo[x] = Call(fn, tuple(route(a) for a in x.args))
-            else:
-                memo[x] = x
-        return memo[x]
-
-    return expr_source(route(e))
-
-
 def to_optax(program: Program) -> str:
     """A standalone Python file defining the rule as an ``optax.GradientTransformation``.
 
@@ -138,7 +112,7 @@ def to_optax(program: Program) -> str:
     if clash:
         raise UserError(f"cannot export rule '{program.name}' to optax: the name(s) {sorted(clash)} clash "
                         "with the transformation's own arguments or state fields; rename them")
-    used = _calls(program)
+    used = calls(program)
     taken = set(program.input_names) | {a.target for a in program.body} | {"_Ops", "jax", "jnp", "math"}
 
     def fresh(base: str) -> str:
@@ -160,8 +134,8 @@ def to_optax(program: Program) -> str:
     for n in ("step", "lr", *[n for n, _ in hyper]):
         body.append(f"    {n} = {ops}.scalar({n})")
     for a in program.body:
-        body.append(f"    {a.target} = {_ops_expr(a.expr, ops)}")
-    body.append(f"    {upd} = {ops}.full({_ops_expr(program.update, ops)})")
+        body.append(f"    {a.target} = {ops_expr(a.expr, ops)}")
+    body.append(f"    {upd} = {ops}.full({ops_expr(program.update, ops)})")
     body.append(f"    return {upd}, ({''.join(f'{ops}.full({s}), ' for s in states)})")
     methods = "\n".join(_JNP_METHODS[n] for n in sorted(used) if n in _JNP_METHODS)
     doc = (program.docstring or program.name).strip().splitlines()
