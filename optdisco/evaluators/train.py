@@ -252,13 +252,10 @@ def _train(task: Task, programs: Sequence[Program], runs: Sequence[Run], *, step
         ld = losses.detach()
         if t == 1:
             first_loss = ld.clone()
-        bad = ~torch.isfinite(ld)
-        exploded = torch.isfinite(ld) & (ld > EXPLODE * first_loss.abs().clamp_min(1e-3))
         live_before = alive.clone()
-        if bool((bad & alive).any()):
-            kill(bad, f"non-finite training loss at step {t}")
-        if bool((exploded & alive).any()):
-            kill(exploded, f"training loss exploded at step {t} (> {EXPLODE:g}x its initial value)")
+        for mask, reason in diverged(ld, first_loss, t):
+            if bool((mask & alive).any()):
+                kill(mask, reason)
         if zo is None:
             total = torch.where(live_before, losses, torch.zeros_like(losses)).sum()
             grads = torch.autograd.grad(total, leaves, allow_unused=True)
@@ -355,6 +352,14 @@ def _zeroth_order(task: Task, spec: GradientSpec, flat: torch.Tensor, batch: tor
         coords = torch.randperm(n, generator=gen)[:max(1, round(spec.density * n))].sort().values
     est, base, _ = cge_rows(loss, flat, mu=spec.mu, coords=coords)
     return est, base
+
+
+def diverged(losses: torch.Tensor, first: torch.Tensor, t: int) -> list[tuple[torch.Tensor, str]]:
+    """The divergence rule of batched training at step ``t``: (rows, reason) for the rows whose
+    training loss is non-finite, and for those above ``EXPLODE * max(|first loss|, 1e-3)``."""
+    exploded = torch.isfinite(losses) & (losses > EXPLODE * first.abs().clamp_min(1e-3))
+    return [(~torch.isfinite(losses), f"non-finite training loss at step {t}"),
+            (exploded, f"training loss exploded at step {t} (> {EXPLODE:g}x its initial value)")]
 
 
 def _nonfinite_rows(flat: torch.Tensor) -> torch.Tensor:

@@ -31,7 +31,7 @@ from ...dsl import Program
 from ...dsl.interpreter import cpu_threads
 from ...evaluators.tape import flat_layout, make_step
 from ...evaluators.tasks import Task
-from ...evaluators.train import EXPLODE, schedule, seed_generator
+from ...evaluators.train import diverged, schedule, seed_generator
 from .residual import MOMENTUM_BETAS, SECOND_MOMENT_BETA, batched_features, batched_residual, theta_size
 
 
@@ -106,13 +106,10 @@ def _train_residual(task: Task, thetas: "np.ndarray | torch.Tensor", lrs: Sequen
         ld = losses.detach()
         if t == 1:
             first_loss = ld.clone()
-        bad = ~torch.isfinite(ld)
-        exploded = torch.isfinite(ld) & (ld > EXPLODE * first_loss.abs().clamp_min(1e-3))
         live_before = alive.clone()
-        if bool((bad & alive).any()):
-            kill(bad, f"non-finite training loss at step {t}")
-        if bool((exploded & alive).any()):
-            kill(exploded, f"training loss exploded at step {t} (> {EXPLODE:g}x its initial value)")
+        for mask, reason in diverged(ld, first_loss, t):
+            if bool((mask & alive).any()):
+                kill(mask, reason)
         total = torch.where(live_before, losses, torch.zeros_like(losses)).sum()
         grads = torch.autograd.grad(total, leaves, allow_unused=True)
         g = torch.cat([torch.zeros(P, n, dtype=dtype) if gr is None else gr.reshape(P, n)
