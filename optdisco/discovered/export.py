@@ -13,6 +13,7 @@ import re
 from ..dsl import BUILTINS, Program
 from ..dsl import shapes
 from ..dsl.builtins import EIGENBASIS_JITTER, NEWTON_SCHULZ_COEFFS, NEWTON_SCHULZ_EPS, NEWTON_SCHULZ_STEPS
+from ..dsl.interpreter import group_calls
 from ..dsl.ir import Call, Const, Expr, Name
 from .codegen import OPERATORS, calls, ops_expr
 from .export_optax import to_optax
@@ -105,6 +106,42 @@ _FACTOR_METHODS = {
 }
 _OPS_METHODS.update(_FACTOR_METHODS)
 
+# Rules with group built-ins are exported as one function over the group's lists (see
+# _group_rule_lines); these methods give one parameter's part of a group value and place the
+# group value back as that parameter's scalar.
+_GROUP_METHODS = {
+    "group_sum": ("    def group_sum(self, x, side=None):\n"
+                  "        \"\"\"This parameter's part of group_sum(x): the sum of its entries.\"\"\"\n"
+                  "        return torch.sum(self.group_entries(x, side))\n"),
+    "group_max": ("    def group_max(self, x, side=None):\n"
+                  "        \"\"\"This parameter's part of group_max(x): its largest entry.\"\"\"\n"
+                  "        return torch.amax(self.group_entries(x, side))\n"),
+}
+_OPS_METHODS.update(_GROUP_METHODS)
+
+_GROUP_PRELUDE = '''    def group_entries(self, x, side):
+        """x's entries as one flat tensor: a factor's (side 'left' or 'right'), else w-shaped."""
+        if side == "left":
+            return self.left(x).reshape(-1)
+        if side == "right":
+            return self.right(x).reshape(-1)
+        return self.full(x).reshape(-1)
+
+    def group_value(self, v):
+        """A group-wide value as this parameter's scalar."""
+        return v.to(dtype=self.dtype, device=self.device)
+
+
+def _group_combine(how, parts):
+    """The group value from each parameter's part: their sum, in parameter order, or maximum."""
+    total = parts[0]
+    for part in parts[1:]:
+        part = part.to(total.device)
+        total = torch.maximum(total, part) if how == "group_max" else total + part
+    return total
+
+'''
+
 # Present in every export of a rule with matrix states: factor and compact-state shapes.
 _MATRIX_PRELUDE = '''    def dims(self):
         rows = self.shape[0] if len(self.shape) >= 2 else 1
@@ -131,7 +168,7 @@ _MATRIX_PRELUDE = '''    def dims(self):
         """A w-shaped broadcast value at the storage of a state declared per_row, per_col or per_tensor."""
         x, n = self.full(x), len(self.shape)
         first, every = slice(0, 1), slice(None)
-        if declared == "per_tensor":
+        if declared in ("per_tensor", "per_group"):
             return x[(first,) * n]
         if declared == "per_row":
             return x[(every,) + (first,) * (n - 1) if n >= 2 else (first,) * n]
@@ -145,6 +182,7 @@ def _storage_shape(declared, shape):
     rows = shape[0] if n >= 2 else 1
     cols = math.prod(shape) // rows if rows else 0
     return {"left_factor": (rows, rows), "right_factor": (cols, cols), "per_tensor": (1,) * n,
+            "per_group": (1,) * n,
             "per_row": (shape[0],) + (1,) * (n - 1) if n >= 2 else (1,) * n,
             "per_col": (1,) + shape[1:] if n >= 2 else shape}.get(declared, shape)
 
@@ -201,6 +239,134 @@ def _state_out(declared: str, st: str, ops: str) -> str:
     return f"{ops}.compact({st}, {declared!r})"
 
 
+def _group_rule_lines(program: Program, fn: str, ops: str, gen: str) -> list[str]:
+    """The exported rule function of a rule with group built-ins: every name is a list with
+    one entry per parameter of the group, and each statement runs for all of them after its
+    group values (inner calls first) are combined from every parameter's part."""
+    hyper = program.hyperparameters
+    sig = ", ".join(["ws", "gs", "states"])
+    kw = ", ".join(["steps", "lr", *[f"{n}={v!r}" for n, v in hyper]])
+    lines = [f"def {fn}({sig}, *, {kw}, {gen}=None):",
+             '    """One application of the rule to a param group, in lockstep: returns (us, new_states) with',
+             '    one entry per parameter; the caller does w -= lr * u. A per_group state is read from the',
+             '    first parameter."""',
+             "    n = len(ws)",
+             f"    {ops} = [_Ops(w, {gen}) for w in ws]",
+             "    w = list(ws)",
+             "    g = [gs[k].to(ws[k].dtype) for k in range(n)]",
+             f"    step = [{ops}[k].scalar(steps[k]) for k in range(n)]"]
+    for name in ("lr", *[h for h, _ in hyper]):
+        lines.append(f"    {name} = [{ops}[k].scalar({name}) for k in range(n)]")
+    for i, st in enumerate(program.state_names):
+        if program.state_shape(st) == "per_group":  # the group's one value, as a 0-d tensor
+            lines.append(f"    {st} = [states[0][{i}].reshape(()).to(ws[k].device, ws[k].dtype) for k in range(n)]")
+        else:
+            lines.append(f"    {st} = [states[k][{i}].to(ws[k].device, ws[k].dtype) for k in range(n)]")
+    env_shapes = {n: shapes.SCALAR for n in program.input_names}
+    env_shapes.update({"w": shapes.PARAM, "g": shapes.PARAM})
+    env_shapes.update({n: shapes.STATE_VALUE_SHAPE[program.state_shape(n)] for n in program.state_names})
+    counter = [0]
+
+    def indexed(e: Expr, values: dict[Expr, str]) -> tuple[Expr, dict[str, str]]:
+        """e with each name x as x[k] and each computed group call as its value, and the
+        static shapes of those new names."""
+        k_shapes: dict[str, str] = {}
+
+        def walk(x: Expr) -> Expr:
+            if x in values:
+                name = f"{ops}[k].group_value({values[x]})"
+                k_shapes[name] = shapes.SCALAR
+                return Name(name)
+            if isinstance(x, Name):
+                k_shapes[f"{x.id}[k]"] = env_shapes[x.id]
+                return Name(f"{x.id}[k]")
+            if isinstance(x, Call):
+                return Call(x.fn, tuple(walk(a) for a in x.args))
+            return x
+
+        return walk(e), k_shapes
+
+    def statement(e: Expr) -> str:
+        values: dict[Expr, str] = {}
+        for call in group_calls(e):
+            arg, k_shapes = indexed(call.args[0], values)
+            side = {shapes.LEFT: "'left'", shapes.RIGHT: "'right'"}.get(_static_shape(call.args[0], env_shapes), "None")
+            counter[0] += 1
+            name = f"_group{counter[0]}"
+            part = ops_expr(arg, f"{ops}[k]", k_shapes)
+            lines.append(f"    {name} = _group_combine({call.fn!r}, "
+                         f"[{ops}[k].{call.fn}({part}, {side}) for k in range(n)])")
+            values[call] = name
+        out, k_shapes = indexed(e, values)
+        return ops_expr(out, f"{ops}[k]", k_shapes)
+
+    for a in program.body:
+        value = statement(a.expr)
+        lines.append(f"    {a.target} = [{value} for k in range(n)]")
+        env_shapes[a.target] = _static_shape(a.expr, env_shapes)
+    update = statement(program.update)
+    lines.append(f"    us = [{ops}[k].full({update}) for k in range(n)]")
+    outs = "".join(f"{_state_out(program.state_shape(st), f'{st}[k]', f'{ops}[k]')}, " for st in program.state_names)
+    lines.append(f"    return us, [({outs}) for k in range(n)]")
+    return lines
+
+
+_PARAM_STEP = '''        for group in self.param_groups:
+            hyper = {{k: group[k] for k in ({hyper_names})}}
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError("{cls} does not support sparse gradients")
+                state = self.state[p]
+                if not state:
+                    state["step"] = torch.tensor(0.0)
+                    for name in self.STATE_NAMES:
+                        state[name] = {zero_state}
+                state["step"] += 1
+                dtype = self._state_dtype(p)
+                w = p.to(dtype)
+                u, new = {fn}(w, p.grad.to(dtype), *[state[n] for n in self.STATE_NAMES],
+                              step=float(state["step"]), lr=float(group["lr"]),
+                              {gen}=self.generator, **hyper)
+                for name, value in zip(self.STATE_NAMES, new):
+                    state[name].copy_(value)
+                p.copy_(w - float(group["lr"]) * u)
+        return loss
+'''
+
+
+_GROUP_STEP = '''        for group in self.param_groups:
+            hyper = {{k: group[k] for k in ({hyper_names})}}
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            current = next((self.state[p] for p in group["params"] if self.state.get(p)), None)
+            for p in params:
+                if p.grad.is_sparse:
+                    raise RuntimeError("{cls} does not support sparse gradients")
+                state = self.state[p]
+                if not state:
+                    state["step"] = torch.tensor(0.0)
+                    for name in self.STATE_NAMES:
+                        state[name] = {zero_state}
+                        if current is not None and self.STATE_SHAPES.get(name) == "per_group":
+                            state[name].copy_(current[name].reshape(state[name].shape))
+                state["step"] += 1
+            dtype = self._state_dtype(params[0])
+            ws = [p.to(dtype) for p in params]
+            us, news = {fn}(ws, [p.grad.to(dtype) for p in params],
+                            [[self.state[p][n] for n in self.STATE_NAMES] for p in params],
+                            steps=[float(self.state[p]["step"]) for p in params], lr=float(group["lr"]),
+                            {gen}=self.generator, **hyper)
+            for p, w, u, new in zip(params, ws, us, news):
+                for name, value in zip(self.STATE_NAMES, new):
+                    self.state[p][name].copy_(value)
+                p.copy_(w - float(group["lr"]) * u)
+        return loss
+'''
+
+
 def to_torch(program: Program, class_name: str | None = None) -> str:
     """A standalone Python file defining the rule as a ``torch.optim.Optimizer`` subclass.
 
@@ -249,13 +415,19 @@ def to_torch(program: Program, class_name: str | None = None) -> str:
     body.append(f"    {upd} = {ops}.full({ops_expr(program.update, ops, env_shapes)})")
     states_tuple = "".join(f"{_state_out(program.state_shape(st), st, ops)}, " for st in program.state_names)
     body.append(f"    return {upd}, ({states_tuple})")
+    if program.has_group_reductions:
+        body = _group_rule_lines(program, fn, ops, gen)
     methods = "\n".join(_OPS_METHODS[name] for name in sorted(used) if name in _OPS_METHODS)
+    if program.has_group_reductions:
+        methods = _GROUP_PRELUDE.split("\n\ndef _group_combine")[0] + "\n\n" + methods
     if matrix:
         methods = _MATRIX_PRELUDE.split("\n\ndef _storage_shape")[0] + "\n\n" + methods
         state_shapes_map = "{" + ", ".join(f"{n!r}: {d!r}" for n, d in program.state_shapes) + "}"
         zero_state = ("torch.zeros(_storage_shape(self.STATE_SHAPES.get(name), p.shape), "
                       "dtype=self._state_dtype(p), device=p.device)")
         storage_fn = "\ndef _storage_shape" + _MATRIX_PRELUDE.split("\n\ndef _storage_shape")[1]
+        if program.has_group_reductions:
+            storage_fn += "\ndef _group_combine" + _GROUP_PRELUDE.split("\n\ndef _group_combine")[1]
     else:
         state_shapes_map = "{}"
         zero_state = "torch.zeros_like(p, dtype=self._state_dtype(p), memory_format=torch.preserve_format)"
@@ -267,6 +439,11 @@ def to_torch(program: Program, class_name: str | None = None) -> str:
     group_hyper = ", ".join(f"{n}={n}" for n, _ in hyper)
     states = ", ".join(repr(s) for s in program.state_names)
     summary = summary.replace('"', "'").replace(chr(92), "/")
+    hyper_names = ", ".join(repr(n) for n, _ in hyper) + ("," if len(hyper) == 1 else "")
+    if program.has_group_reductions:
+        step_loop = _GROUP_STEP.format(hyper_names=hyper_names, cls=cls, zero_state=zero_state, fn=fn, gen=gen)
+    else:
+        step_loop = _PARAM_STEP.format(hyper_names=hyper_names, cls=cls, zero_state=zero_state, fn=fn, gen=gen)
     return f'''"""{cls}: {summary}
 
 A standalone PyTorch optimizer generated by optdisco (w <- w - lr * u); it needs only torch.
@@ -308,29 +485,7 @@ class {cls}(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for group in self.param_groups:
-            hyper = {{k: group[k] for k in ({", ".join(repr(n) for n, _ in hyper)}{"," if len(hyper) == 1 else ""})}}
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if p.grad.is_sparse:
-                    raise RuntimeError("{cls} does not support sparse gradients")
-                state = self.state[p]
-                if not state:
-                    state["step"] = torch.tensor(0.0)
-                    for name in self.STATE_NAMES:
-                        state[name] = {zero_state}
-                state["step"] += 1
-                dtype = self._state_dtype(p)
-                w = p.to(dtype)
-                u, new = {fn}(w, p.grad.to(dtype), *[state[n] for n in self.STATE_NAMES],
-                              step=float(state["step"]), lr=float(group["lr"]),
-                              {gen}=self.generator, **hyper)
-                for name, value in zip(self.STATE_NAMES, new):
-                    state[name].copy_(value)
-                p.copy_(w - float(group["lr"]) * u)
-        return loss
-
+{step_loop}
     def state_dict(self):
         sd = super().state_dict()
         sd["generator_state"] = self.generator.get_state()

@@ -68,8 +68,8 @@ _JNP_METHODS = {
              "        self.key, sub = jax.random.split(self.key)\n"
              "        return jax.random.normal(sub, self.shape, self.dtype)\n",
 }
-# The matrix-state ("factor") built-ins are not exported yet: to_optax refuses their rules.
-assert set(_JNP_METHODS) | OPERATORS == {n for n, b in BUILTINS.items() if b.kind != "factor"}, \
+# The matrix-state ("factor") and group built-ins are not exported yet: to_optax refuses their rules.
+assert set(_JNP_METHODS) | OPERATORS == {n for n, b in BUILTINS.items() if b.kind not in ("factor", "group")}, \
     "every built-in needs an optax method"
 
 _OPS_PRELUDE = '''class _Ops:
@@ -102,6 +102,10 @@ def to_optax(program: Program) -> str:
     and returns ``-lr * u`` per leaf, where ``u`` is the rule's update at step
     ``count + 1``.
     """
+    if program.has_group_reductions:
+        raise UserError(f"cannot export rule '{program.name}' to optax yet: it reduces over the whole "
+                        "param group (group_sum, group_max or a per_group state: Prodigy, D-Adaptation "
+                        "style), which the optax exporter does not write; export it with --format torch")
     if program.has_matrix_states:
         raise UserError(f"cannot export rule '{program.name}' to optax yet: it has matrix-shaped states or "
                         "factor built-ins (Shampoo, SOAP, Adam-mini style), which the optax exporter does not "

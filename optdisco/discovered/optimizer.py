@@ -219,6 +219,9 @@ class Optimizer(torch.optim.Optimizer):
             hyper = {n: float(group[n]) for n in self.program.hyperparameter_names}
             if self._runs_flat and self._flat_step(index, group, hyper):
                 continue
+            if self.program.has_group_reductions:
+                self._group_step(group, hyper)
+                continue
             lists = DeviceLists()
             for p, state, t in due_parameters(group["params"], self.state,
                                               f"optdisco.Optimizer (rule '{self.program.name}')",
@@ -229,6 +232,34 @@ class Optimizer(torch.optim.Optimizer):
                     params, grads, states, steps=steps, lr=float(group["lr"]),
                     hyperparameters=hyper, generator=self._generator)
         return loss
+
+    def _group_step(self, group: dict[str, Any], hyper: dict[str, float]) -> None:
+        """The step of a rule with group built-ins: every parameter of the group that has a
+        gradient, in one lockstep call (its group-wide sums see them all, on any device).
+
+        ``per_group`` states are kept in every parameter's state (one entry each) and hold one
+        value: a parameter's first step starts from the group's current value, not zero."""
+        names = self.program.state_names
+        shared = [n for n in names if self.program.state_shape(n) == "per_group"]
+        current = next((self.state[p] for p in group["params"] if self.state.get(p)), None)
+
+        def init(p: torch.Tensor) -> dict[str, torch.Tensor]:
+            out = {n: self._zero_state(p, self.program.state_shape(n)) for n in names}
+            if current is not None:
+                for n in shared:
+                    out[n].copy_(current[n].reshape(out[n].shape))
+            return out
+
+        params, states, steps = [], [], []
+        for p, state, t in due_parameters(group["params"], self.state,
+                                          f"optdisco.Optimizer (rule '{self.program.name}')", init):
+            params.append(p)
+            states.append([state[n] for n in names])
+            steps.append(float(t))
+        if params:
+            self._backend_for(params[0].device).step(
+                params, [p.grad for p in params], states, steps=steps, lr=float(group["lr"]),
+                hyperparameters=hyper, generator=self._generator)
 
     # -- training and evaluation points ------------------------------------------
     @torch.no_grad()

@@ -2,7 +2,7 @@
 
 from .builtins import BUILTINS
 from .errors import DSLError
-from .interpreter import run, trajectory, zero_states
+from .interpreter import run, run_group, trajectory, zero_states
 from .ir import Assign, Call, Const, Expr, Name, Program
 from .parser import parse
 
@@ -16,4 +16,4 @@ def __getattr__(name: str):
 
 
 __all__ = ["BUILTINS", "DSLError", "Program", "Expr", "Const", "Name", "Call", "Assign",
-           "parse", "run", "trajectory", "zero_states", "equivalent", "Equivalence"]
+           "parse", "run", "run_group", "trajectory", "zero_states", "equivalent", "Equivalence"]

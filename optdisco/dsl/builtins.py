@@ -26,7 +26,7 @@ NEWTON_SCHULZ_EPS = 1e-7
 @dataclass(frozen=True)
 class Builtin:
     """One function of the language: ``kind`` is operator, elementwise, reduction, matrix,
-    noise or factor (the matrix-state built-ins)."""
+    noise, factor (the matrix-state built-ins) or group (reductions over the param group)."""
 
     name: str
     arity: int
@@ -124,6 +124,22 @@ _FACTOR_TABLE = [
 ]
 _TABLE.extend(_FACTOR_TABLE)
 
+# -- group-wide reductions (issue 13: Prodigy, D-Adaptation) ---------------------------------
+# A group built-in reduces over every entry of every parameter of the param group at once.
+# Rules that call one run in lockstep: statement i runs for every parameter of the group
+# before statement i + 1 (optdisco.dsl.interpreter.run_group), so the reduction sees every
+# parameter's value of its argument. Their kind is "group"; the fused code generators do not
+# take them (those rules run on the eager torch backend, like rules with matrix states).
+_GROUP_TABLE = [
+    Builtin("group_sum", 1, "group",
+            "group_sum(x) = the sum of x over every entry of every parameter in the param group "
+            "(a factor's entries for a factor); a scalar shared by the group"),
+    Builtin("group_max", 1, "group",
+            "group_max(x) = the largest entry of x over every parameter in the param group "
+            "(nan if any entry is nan); a scalar shared by the group"),
+]
+_TABLE.extend(_GROUP_TABLE)
+
 #: The state shapes a rule may declare, as annotations on its state parameters
 #: (``def shampoo(w, g, L: left_factor, R: right_factor, *, ...)``); no annotation is "param".
 STATE_SHAPES = {
@@ -133,6 +149,8 @@ STATE_SHAPES = {
     "per_row": "one value per row of w's matrix view (stored as d0 x 1 x ... x 1)",
     "per_col": "one value per column of w's matrix view (stored as 1 x d1 x ... x dk)",
     "per_tensor": "one value for the whole tensor (a block of one tensor, as in Adam-mini)",
+    "per_group": "one value shared by every parameter of the param group (Prodigy's d); "
+                 "assigned only values that are the same for the whole group",
 }
 
 BUILTINS: dict[str, Builtin] = {b.name: b for b in _TABLE}
@@ -159,5 +177,6 @@ ALIASES = {
 
 
 def kind_of(fn: str) -> str:
-    """The kind of built-in ``fn`` (operator, elementwise, reduction, matrix or noise)."""
+    """The kind of built-in ``fn`` (operator, elementwise, reduction, matrix, noise, factor
+    or group)."""
     return BUILTINS[fn].kind

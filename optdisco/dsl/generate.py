@@ -4,7 +4,8 @@
 program it returns is exactly what ``parse`` gives for its own source: valid by
 construction and checked. Over many draws it calls every built-in of the language
 (randn and the matrix built-ins only when allowed; the factor built-ins, which need
-declared matrix states, only through :func:`random_matrix_program` or ``allow_factor``).
+declared matrix states, only through :func:`random_matrix_program` or ``allow_factor``; the
+group built-ins only with ``allow_group``).
 """
 
 from __future__ import annotations
@@ -46,11 +47,13 @@ def _as_random(rng) -> random.Random:
 
 
 class _Builder:
-    def __init__(self, rng: random.Random, allow_noise: bool, allow_matrix: bool) -> None:
+    def __init__(self, rng: random.Random, allow_noise: bool, allow_matrix: bool,
+                 allow_group: bool = False) -> None:
         self.rng = rng
         self.functions = [
             b.name for b in BUILTINS.values()
             if (allow_noise or b.kind != "noise") and (allow_matrix or b.kind != "matrix")
+            and (allow_group or b.kind != "group")
             and b.kind != "factor"]  # factor built-ins need declared factor states: see _FactorBuilder
         self.weights = [_WEIGHTS.get(f, 1) for f in self.functions]
 
@@ -92,12 +95,15 @@ def random_expression(rng: random.Random, names: Sequence[str], depth: int = 3, 
 
 def random_program(rng: random.Random, *, max_statements: int = 6, max_states: int = 2,
                    max_hyper: int = 2, allow_noise: bool = False, allow_matrix: bool = True,
-                   max_depth: int = 3, name: str = "rule", allow_factor: bool = False) -> Program:
+                   max_depth: int = 3, name: str = "rule", allow_factor: bool = False,
+                   allow_group: bool = False) -> Program:
     """A random valid Program: ``0..max_states`` states (each updated at least once),
     ``0..max_hyper`` hyperparameters, ``1..max_statements`` assignments (at least one per
     state) of expressions at most ``max_depth`` calls deep, and a random update.
     With ``allow_factor`` (off by default), half the programs are
-    :func:`random_matrix_program`'s: matrix states and a preconditioned update.
+    :func:`random_matrix_program`'s: matrix states and a preconditioned update. With
+    ``allow_group`` (off by default) the group built-ins (``group_sum``, ``group_max``) may
+    be called like the per-tensor reductions.
 
     ``rng`` is a ``random.Random`` (or a numpy ``Generator``); the same seed gives the
     same program. The result equals ``parse(result.source())``.
@@ -107,7 +113,7 @@ def random_program(rng: random.Random, *, max_statements: int = 6, max_states: i
         return random_matrix_program(rng, max_statements=max_statements, max_states=max_states,
                                      max_hyper=max_hyper, allow_noise=allow_noise,
                                      allow_matrix=allow_matrix, max_depth=max_depth, name=name)
-    b = _Builder(rng, allow_noise, allow_matrix)
+    b = _Builder(rng, allow_noise, allow_matrix, allow_group)
     n_states = rng.randint(0, max(0, max_states))
     states = rng.sample(STATE_NAMES, min(n_states, len(STATE_NAMES)))
     hyper_names = rng.sample(sorted(HYPERPARAMETERS), rng.randint(0, min(max_hyper, len(HYPERPARAMETERS))))

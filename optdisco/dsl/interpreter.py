@@ -263,24 +263,19 @@ TORCH_IMPL: dict[str, Callable[..., torch.Tensor]] = {
     "col_mean": _col_mean,
     "randn": lambda ctx: ctx.randn(),
     **FACTOR_IMPL,
+    # a group of one tensor; run_group computes the group-wide values (these are never reached
+    # from run(), which hands group rules to run_group)
+    "group_sum": lambda ctx, x: ctx.reduce(lambda t, d: torch.sum(t, dim=d, keepdim=True), x),
+    "group_max": lambda ctx, x: ctx.reduce(lambda t, d: torch.amax(t, dim=d, keepdim=True), x),
 }
 assert set(TORCH_IMPL) == set(BUILTINS), "every built-in needs an interpreter implementation"
 
 
-def run(program: Program, w: torch.Tensor, g: torch.Tensor, states: Sequence[torch.Tensor], *,
-        step: Scalar, lr: Scalar, hyperparameters: Mapping[str, Scalar] | None = None,
-        batch_dims: int = 0, generator: torch.Generator | None = None,
-        noise: Callable[[torch.Size], torch.Tensor] | None = None,
-        ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """One application of the rule: ``(u, new_states) = program(w, g, states; step, lr, hyper)``.
-
-    Computes in the dtype of ``w`` (use float64 for reference results). Hyperparameters
-    default to the program's defaults; unknown names are a DSLError. ``randn()`` draws from
-    ``generator`` (or calls ``noise(shape)`` when given, for tests that share noise).
-    Returns the update ``u`` (shaped like ``w``) and the new states, each at its declared
-    storage shape (:func:`zero_states`; shaped like ``w`` unless annotated); the caller
-    applies ``w <- w - lr * u``.
-    """
+def _setup(program: Program, w: torch.Tensor, g: torch.Tensor, states: Sequence[torch.Tensor],
+           step: Scalar, lr: Scalar, hyperparameters: Mapping[str, Scalar] | None, batch_dims: int,
+           generator: torch.Generator | None, noise: Callable[[torch.Size], torch.Tensor] | None,
+           ) -> tuple[_Context, dict[str, torch.Tensor], Callable[[Scalar], torch.Tensor]]:
+    """The context, the environment of inputs and the scalar maker for one run of ``program``."""
     if len(states) != len(program.state_names):
         raise DSLError(f"rule '{program.name}' has {len(program.state_names)} state(s) "
                        f"{list(program.state_names)}, got {len(states)}")
@@ -302,6 +297,40 @@ def run(program: Program, w: torch.Tensor, g: torch.Tensor, states: Sequence[tor
     env.update({n: scalar(v) for n, v in hyper.items()})
 
     ctx.step = env["step"]
+    return ctx, env, scalar
+
+
+def _prepare(program: Program, w: torch.Tensor, g: torch.Tensor, states: Sequence[torch.Tensor], *,
+             step: Scalar, lr: Scalar, hyperparameters: Mapping[str, Scalar] | None, batch_dims: int,
+             generator: torch.Generator | None,
+             noise: Callable[[torch.Size], torch.Tensor] | None) -> "_Shaped":
+    """One parameter's shaped run, ready for its first statement."""
+    ctx, env, scalar = _setup(program, w, g, states, step, lr, hyperparameters, batch_dims,
+                              generator, noise)
+    return _Shaped(program, ctx, env, scalar)
+
+
+def run(program: Program, w: torch.Tensor, g: torch.Tensor, states: Sequence[torch.Tensor], *,
+        step: Scalar, lr: Scalar, hyperparameters: Mapping[str, Scalar] | None = None,
+        batch_dims: int = 0, generator: torch.Generator | None = None,
+        noise: Callable[[torch.Size], torch.Tensor] | None = None,
+        ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """One application of the rule: ``(u, new_states) = program(w, g, states; step, lr, hyper)``.
+
+    Computes in the dtype of ``w`` (use float64 for reference results). Hyperparameters
+    default to the program's defaults; unknown names are a DSLError. ``randn()`` draws from
+    ``generator`` (or calls ``noise(shape)`` when given, for tests that share noise).
+    Returns the update ``u`` (shaped like ``w``) and the new states, each at its declared
+    storage shape (:func:`zero_states`; shaped like ``w`` unless annotated); the caller
+    applies ``w <- w - lr * u``.
+    """
+    if program.has_group_reductions:  # a param group of one tensor
+        us, new = run_group(program, [w], [g], [states], step=step, lr=lr,
+                            hyperparameters=hyperparameters, batch_dims=batch_dims,
+                            generator=generator, noise=noise)
+        return us[0], new[0]
+    ctx, env, scalar = _setup(program, w, g, states, step, lr, hyperparameters, batch_dims,
+                              generator, noise)
     if program.has_matrix_states:
         return _run_shaped(program, ctx, env, scalar)
 
@@ -324,71 +353,183 @@ def _run_shaped(program: Program, ctx: _Context, env: dict[str, torch.Tensor],
     """run() for rules with matrix states: every value carries its static shape
     (:mod:`optdisco.dsl.shapes`), which places scalars against factors, reduces factors over
     their own dimensions and stores each state at its declared size."""
-    env_shapes = {n: shapes.SCALAR for n in env}
-    env_shapes.update({"w": shapes.PARAM, "g": shapes.PARAM})
-    env_shapes.update({n: shapes.STATE_VALUE_SHAPE[program.state_shape(n)] for n in program.state_names})
+    shaped = _Shaped(program, ctx, env, scalar)
+    for stmt in program.body:
+        shaped.assign(stmt.target, stmt.expr, {})
+    return shaped.finish({})
 
-    memo: dict[Expr, str] = {}  # per statement: a name's shape changes only between statements
 
-    def shape(e: Expr) -> str:
+class _Shaped:
+    """One parameter's run of a rule on the shaped path, a statement at a time (so that
+    :func:`run_group` can run every parameter of a group in lockstep). Group built-ins read
+    their group-wide value from ``group_values`` (call -> one value per batch entry)."""
+
+    def __init__(self, program: Program, ctx: _Context, env: dict[str, torch.Tensor],
+                 scalar: Callable[[Scalar], torch.Tensor]) -> None:
+        self.program, self.ctx, self.env, self.scalar = program, ctx, env, scalar
+        self.env_shapes = {n: shapes.SCALAR for n in env}
+        self.env_shapes.update({"w": shapes.PARAM, "g": shapes.PARAM})
+        self.env_shapes.update({n: shapes.STATE_VALUE_SHAPE[program.state_shape(n)]
+                                for n in program.state_names})
+        self.memo: dict[Expr, str] = {}  # per statement: a name's shape changes only between statements
+
+    def shape(self, e: Expr) -> str:
         if isinstance(e, Const):
             return shapes.SCALAR
         if isinstance(e, Name):
-            return env_shapes[e.id]
-        hit = memo.get(e)
+            return self.env_shapes[e.id]
+        hit = self.memo.get(e)
         if hit is None:
             assert isinstance(e, Call)
-            hit = memo[e] = shapes.result_shape(e.fn, [shape(a) for a in e.args])
+            hit = self.memo[e] = shapes.result_shape(e.fn, [self.shape(a) for a in e.args])
         return hit
 
-    def placed(x: torch.Tensor, x_shape: str, out_shape: str) -> torch.Tensor:
+    def placed(self, x: torch.Tensor, x_shape: str, out_shape: str) -> torch.Tensor:
         if out_shape in shapes.FACTORS and x_shape == shapes.SCALAR:
-            return _batch_scalar(ctx, x, 2)
+            return _batch_scalar(self.ctx, x, 2)
         return x
 
-    def ev(e: Expr) -> torch.Tensor:
+    def ev(self, e: Expr, group_values: Mapping[Expr, torch.Tensor]) -> torch.Tensor:
+        ctx, placed, shape = self.ctx, self.placed, self.shape
         if isinstance(e, Name):
-            return env[e.id]
+            return self.env[e.id]
         if isinstance(e, Const):
-            return scalar(e.value)
+            return self.scalar(e.value)
         assert isinstance(e, Call)
         out_shape = shape(e)
+        if BUILTINS[e.fn].kind == "group":
+            value = group_values[e].to(ctx.device)
+            return value.reshape(tuple(ctx.shape[:ctx.batch_dims]) + (1,) * len(ctx.reduce_dims))
         if e.fn == "every":  # only the branch taken is computed (an eigh costs)
-            due = refresh_due(ctx.step, ev(e.args[0]))  # type: ignore[arg-type]
+            due = refresh_due(ctx.step, self.ev(e.args[0], group_values))  # type: ignore[arg-type]
             if bool(due.all()):
-                out = placed(ev(e.args[1]), shape(e.args[1]), out_shape)
+                out = placed(self.ev(e.args[1], group_values), shape(e.args[1]), out_shape)
             elif not bool(due.any()):
-                out = placed(ev(e.args[2]), shape(e.args[2]), out_shape)
+                out = placed(self.ev(e.args[2], group_values), shape(e.args[2]), out_shape)
             else:
                 out = torch.where(placed(due, shapes.SCALAR, out_shape),
-                                  placed(ev(e.args[1]), shape(e.args[1]), out_shape),
-                                  placed(ev(e.args[2]), shape(e.args[2]), out_shape))
+                                  placed(self.ev(e.args[1], group_values), shape(e.args[1]), out_shape),
+                                  placed(self.ev(e.args[2], group_values), shape(e.args[2]), out_shape))
         elif BUILTINS[e.fn].kind == "reduction" and e.fn != "numel" and shape(e.args[0]) in shapes.FACTORS:
-            out = _factor_reduce(ctx, e.fn, ev(e.args[0]))
+            out = _factor_reduce(ctx, e.fn, self.ev(e.args[0], group_values))
         else:
             arg_shapes = [shape(a) for a in e.args]
             elementwise = BUILTINS[e.fn].kind in ("operator", "elementwise")
-            args = [placed(ev(a), s, out_shape) if elementwise else ev(a) for a, s in zip(e.args, arg_shapes)]
+            args = [placed(self.ev(a, group_values), s, out_shape) if elementwise else self.ev(a, group_values)
+                    for a, s in zip(e.args, arg_shapes)]
             out = TORCH_IMPL[e.fn](ctx, *args)
         if out_shape in shapes.FACTORS:
             out = torch.broadcast_to(out, _factor_shape(ctx, out_shape))
         return out
 
-    for stmt in program.body:
-        env[stmt.target] = ev(stmt.expr)
-        env_shapes[stmt.target] = shape(stmt.expr)
-        memo.clear()
-    update = ctx.full(ev(program.update))
-    nparam = len(ctx.reduce_dims)
-    new_states = []
-    for n in program.state_names:
-        declared = program.state_shape(n)
-        value = env[n]
-        if declared in shapes.FACTORS:
-            new_states.append(torch.broadcast_to(value, _factor_shape(ctx, declared)))
+    def partial(self, call: Call, group_values: Mapping[Expr, torch.Tensor]) -> torch.Tensor:
+        """This parameter's part of group built-in ``call``: its argument reduced (sum or max)
+        over the parameter's entries, one value per batch entry (shape ``ctx.shape[:batch_dims]``)."""
+        ctx = self.ctx
+        x = self.ev(call.args[0], group_values)
+        if self.shape(call.args[0]) in shapes.FACTORS:
+            x = torch.broadcast_to(x, _factor_shape(ctx, self.shape(call.args[0])))
+            flat = x.reshape(tuple(ctx.shape[:ctx.batch_dims]) + (-1,))
         else:
-            new_states.append(ctx.full(value)[(Ellipsis,) + shapes.compact_index(declared, nparam)])
-    return update, new_states
+            flat = ctx.full(x).reshape(tuple(ctx.shape[:ctx.batch_dims]) + (-1,))
+        return torch.amax(flat, dim=-1) if call.fn == "group_max" else torch.sum(flat, dim=-1)
+
+    def assign(self, target: str, expr: Expr, group_values: Mapping[Expr, torch.Tensor]) -> None:
+        self.env[target] = self.ev(expr, group_values)
+        self.env_shapes[target] = self.shape(expr)
+        self.memo.clear()
+
+    def finish(self, group_values: Mapping[Expr, torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The update and the new states, each at its declared storage shape."""
+        ctx, program = self.ctx, self.program
+        update = ctx.full(self.ev(program.update, group_values))
+        nparam = len(ctx.reduce_dims)
+        new_states = []
+        for n in program.state_names:
+            declared = program.state_shape(n)
+            value = self.env[n]
+            if declared in shapes.FACTORS:
+                new_states.append(torch.broadcast_to(value, _factor_shape(ctx, declared)))
+            else:
+                new_states.append(ctx.full(value)[(Ellipsis,) + shapes.compact_index(declared, nparam)])
+        return update, new_states
+
+
+def group_calls(e: Expr) -> list[Call]:
+    """The group built-in calls in ``e``, each once, inner before outer (the order
+    :func:`run_group` computes them in)."""
+    out: list[Call] = []
+
+    def visit(x: Expr) -> None:
+        if isinstance(x, Call):
+            for a in x.args:
+                visit(a)
+            if BUILTINS[x.fn].kind == "group" and x not in out:
+                out.append(x)
+
+    visit(e)
+    return out
+
+
+def _combine(fn: str, partials: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The group value from each parameter's part: their sum (in parameter order, as a loop
+    over the group adds them) or their maximum."""
+    device = partials[0].device
+    total = partials[0]
+    for part in partials[1:]:
+        part = part.to(device)
+        total = torch.maximum(total, part) if fn == "group_max" else total + part
+    return total
+
+
+def run_group(program: Program, ws: Sequence[torch.Tensor], gs: Sequence[torch.Tensor],
+              states: Sequence[Sequence[torch.Tensor]], *, step: Scalar | Sequence[Scalar],
+              lr: Scalar | Sequence[Scalar], hyperparameters: Mapping[str, Scalar] | None = None,
+              batch_dims: int = 0,
+              generator: torch.Generator | None = None,
+              noise: Callable[[torch.Size], torch.Tensor] | None = None,
+              ) -> tuple[list[torch.Tensor], list[list[torch.Tensor]]]:
+    """One application of the rule to every parameter of a param group, in lockstep.
+
+    For each statement in order, every group built-in in it is computed first (inner calls
+    before outer ones): ``group_sum(x) = sum_i sum_j x_i[j]`` and ``group_max(x) = max_i max_j
+    x_i[j]`` over the parameters i of the group and their entries j (the leading
+    ``batch_dims`` dimensions stay separate problems); then the statement runs for every
+    parameter. A ``per_group`` state is read from the first parameter's states (its value is
+    one for the group), and every parameter gets the same new value. ``step`` and ``lr`` are
+    one value for all or one per parameter (``lr`` per parameter only to shape one value per
+    batch entry for each tensor's rank: it must be the same number for the whole group). Returns ``([u_i], [new states_i])`` as :func:`run` does for
+    one parameter; the caller applies ``w_i <- w_i - lr * u_i``.
+    """
+    if not ws:
+        return [], []
+    if not (len(ws) == len(gs) == len(states)):
+        raise DSLError(f"run_group needs one gradient and one state list per parameter, got "
+                       f"{len(ws)} parameters, {len(gs)} gradients and {len(states)} state lists")
+    steps = list(step) if isinstance(step, Sequence) else [step] * len(ws)
+    lrs = list(lr) if isinstance(lr, Sequence) else [lr] * len(ws)
+    group_states = [k for k, n in enumerate(program.state_names) if program.state_shape(n) == "per_group"]
+    runs = []
+    for w, g, s, t, lr_i in zip(ws, gs, states, steps, lrs):
+        s = list(s)
+        for k in group_states:  # the group's value, at this parameter's storage shape
+            s[k] = states[0][k].to(w.device).reshape(tuple(w.shape[:batch_dims]) + (1,) * (w.dim() - batch_dims))
+        runs.append(_prepare(program, w, g, s, step=t, lr=lr_i, hyperparameters=hyperparameters,
+                             batch_dims=batch_dims, generator=generator, noise=noise))
+
+    def group_values(e: Expr) -> dict[Expr, torch.Tensor]:
+        values: dict[Expr, torch.Tensor] = {}
+        for call in group_calls(e):
+            values[call] = _combine(call.fn, [r.partial(call, values) for r in runs])
+        return values
+
+    for stmt in program.body:
+        values = group_values(stmt.expr)
+        for r in runs:
+            r.assign(stmt.target, stmt.expr, values)
+    values = group_values(program.update)
+    outs = [r.finish(values) for r in runs]
+    return [u for u, _ in outs], [new for _, new in outs]
 
 
 def trajectory(program: Program, w: torch.Tensor, grads: Sequence[torch.Tensor] | Callable, *,

@@ -200,9 +200,18 @@ class Program:
 
     @cached_property
     def has_matrix_states(self) -> bool:
-        """Whether the rule declares a state not shaped like w or calls a matrix-state built-in."""
+        """Whether the rule declares a state not shaped like w or calls a matrix-state or group
+        built-in: such rules run on the shaped interpreter path, never on a fused backend."""
         return bool(self.state_shapes) or any(
-            isinstance(n, Call) and n.fn in BUILTINS and BUILTINS[n.fn].kind == "factor"
+            isinstance(n, Call) and n.fn in BUILTINS and BUILTINS[n.fn].kind in ("factor", "group")
+            for e in [a.expr for a in self.body] + [self.update] for n in e.walk())
+
+    @cached_property
+    def has_group_reductions(self) -> bool:
+        """Whether the rule declares a ``per_group`` state or calls a group built-in
+        (``group_sum``, ``group_max``): it runs in lockstep over a whole param group."""
+        return any(d == "per_group" for _, d in self.state_shapes) or any(
+            isinstance(n, Call) and n.fn in BUILTINS and BUILTINS[n.fn].kind == "group"
             for e in [a.expr for a in self.body] + [self.update] for n in e.walk())
 
     @property

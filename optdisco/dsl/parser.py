@@ -290,6 +290,9 @@ class _Parser:
         self.shape_env: dict[str, str] = {n: shapes.SCALAR for n in hyper_names | set(READ_ONLY_NAMES)}
         self.shape_env.update({n: shapes.PARAM for n in TENSOR_INPUTS})
         self.shape_env.update({n: shapes.STATE_VALUE_SHAPE[d] for n, d in declared.items()})
+        # names whose value is one for the whole param group (what a per_group state may hold);
+        # not step: it counts each parameter's own updates, and a parameter may join late
+        uniform = hyper_names | {"lr"} | {n for n, d in declared.items() if d == "per_group"}
         for stmt in stmts:
             if ret is not None:
                 raise _error(stmt, "statements after return are not allowed")
@@ -311,6 +314,15 @@ class _Parser:
                     raise _error(stmt, f"state '{target}' is declared {declared[target]} but is "
                                        f"assigned {shapes.describe(value_shape)}",
                                  "assign it a value of its own shape (see optdisco.dsl.shapes)")
+            if target in declared and declared[target] == "per_group" and not group_uniform(expr, uniform):
+                raise _error(stmt, f"state '{target}' is declared per_group but is assigned a value "
+                                   "that may differ between the parameters of a group",
+                             "build it from literals, hyperparameters, lr, per_group states "
+                             "and group_sum/group_max")
+            if group_uniform(expr, uniform):
+                uniform.add(target)
+            else:
+                uniform.discard(target)
             self.shape_env[target] = value_shape
             body.append(Assign(target, expr, stmt.lineno))
             self.defined.add(target)
@@ -471,3 +483,23 @@ class _Parser:
             raise _error(node, f"{fn}() takes {spec.arity} argument{plural}, got {len(node.args)}",
                          f"{fn}: {spec.doc}")
         return Call(fn, tuple(self.expr(a, depth + 1) for a in node.args))
+
+
+#: Built-in kinds whose result is group-uniform when every argument is.
+_UNIFORM_KINDS = ("operator", "elementwise")
+
+
+def group_uniform(e: Expr, uniform: set[str]) -> bool:
+    """Whether expression ``e`` has one value for every parameter of a param group: a literal,
+    a name in ``uniform`` (hyperparameters, ``lr``, ``per_group`` states and
+    temporaries so computed), a group built-in (``group_sum``, ``group_max``), or an operator
+    or elementwise built-in of such values."""
+    if isinstance(e, Const):
+        return True
+    if isinstance(e, Name):
+        return e.id in uniform
+    assert isinstance(e, Call)
+    kind = BUILTINS[e.fn].kind
+    if kind == "group":
+        return True
+    return kind in _UNIFORM_KINDS and all(group_uniform(a, uniform) for a in e.args)

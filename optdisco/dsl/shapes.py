@@ -13,6 +13,11 @@ The first four broadcast against each other (the join of ``per_row`` and ``per_c
 ``param``); a factor combines elementwise only with scalars and its own shape. The parser
 rejects any other mix with a :class:`ShapeError` that names the offending call.
 
+A ``per_group`` state is a scalar too, and one value for the whole param group: it may be
+assigned only a *group-uniform* value (:func:`optdisco.dsl.parser.group_uniform`: built from literals,
+hyperparameters, ``lr``, ``per_group`` states and group built-ins; not ``step``, which
+counts each parameter's own updates).
+
 Storage: a state is kept at its own size (:func:`storage_shape`): a ``per_row`` state of a
 ``(d0, d1, d2)`` parameter is ``(d0, 1, 1)``, so that it broadcasts against w as it is.
 """
@@ -31,7 +36,8 @@ FACTORS = (LEFT, RIGHT)
 PARAM_LIKE = (SCALAR, PER_ROW, PER_COL, PARAM)
 #: The shape of a value that a declared state holds.
 STATE_VALUE_SHAPE = {"param": PARAM, "left_factor": LEFT, "right_factor": RIGHT,
-                     "per_row": PER_ROW, "per_col": PER_COL, "per_tensor": SCALAR}
+                     "per_row": PER_ROW, "per_col": PER_COL, "per_tensor": SCALAR,
+                     "per_group": SCALAR}
 assert set(STATE_VALUE_SHAPE) == set(STATE_SHAPES)
 #: The value shapes a state of each declared shape may be assigned.
 ACCEPTS = {PARAM: set(PARAM_LIKE), PER_ROW: {SCALAR, PER_ROW}, PER_COL: {SCALAR, PER_COL},
@@ -82,7 +88,7 @@ def result_shape(fn: str, shapes: Sequence[str]) -> str:
                 raise ShapeError(f"{fn}() cannot combine {describe(out)} with {describe(s)}", i)
             out = joined
         return out
-    if kind == "reduction":
+    if kind in ("reduction", "group"):
         return SCALAR
     if kind == "noise":
         return PARAM
@@ -142,7 +148,7 @@ def storage_shape(declared: str, param_shape: Sequence[int]) -> tuple[int, ...]:
         return (rows, rows)
     if declared == "right_factor":
         return (cols, cols)
-    if declared == "per_tensor":
+    if declared in ("per_tensor", "per_group"):
         return (1,) * n
     if declared == "per_row":
         return (shape[0],) + (1,) * (n - 1) if n >= 2 else (1,) * n
@@ -156,7 +162,7 @@ def compact_index(declared: str, ndim: int) -> tuple[slice, ...]:
     ``declared`` (``per_row``: the first column; ``per_col``: the first row; ``per_tensor``:
     the first element), over the trailing ``ndim`` parameter dimensions."""
     first, every_ = slice(0, 1), slice(None)
-    if declared == "per_tensor":
+    if declared in ("per_tensor", "per_group"):
         return (first,) * ndim
     if declared == "per_row":
         return (every_,) + (first,) * (ndim - 1) if ndim >= 2 else (first,) * ndim
@@ -173,3 +179,4 @@ def state_elements(declared: Sequence[str], param_shape: Sequence[int]) -> int:
     """State entries kept for one parameter of ``param_shape`` by states declared ``declared``
     (e.g. ``[program.state_shape(n) for n in program.state_names]``)."""
     return sum(math.prod(storage_shape(d, param_shape)) for d in declared)
+

@@ -17,6 +17,7 @@ reductions, matrix     opaque functions named like the built-in (``norm(x)``, ..
                        ``numel(x)`` is ``numel(w)`` whatever ``x`` is (it ignores values)
 factor built-ins       opaque functions too (``lmul(F, x)``, ``inv_root(F, p, eps)``, ...);
                        ``every(k, x, prev)`` is ``every(k, step, x, prev)``: it reads the step
+group built-ins        opaque too (``group_sum(x)``): the other parameters are not symbols
 ``randn()``            a fresh real symbol per call site, ``xi_1, xi_2, ...`` in the order
                        the interpreter draws them (statements in order, arguments left
                        to right)
@@ -67,6 +68,9 @@ OPAQUE = {
     "rotate": {"real": True},
     "unrotate": {"real": True},
     "every": {"real": True},
+    # group-wide reductions: over every parameter of the group, which sympy does not see
+    "group_sum": {"real": True},
+    "group_max": {"real": True},
 }
 FUNCTIONS: dict[str, sympy.FunctionClass] = {n: sympy.Function(n, **a) for n, a in OPAQUE.items()}
 
@@ -488,6 +492,9 @@ def _numpy_builtins(shape: tuple[int, ...]) -> dict[str, Callable]:
         "mean": lambda x: np.mean(full(x)),
         "sum": lambda x: np.sum(full(x)),
         "numel": lambda x: float(math.prod(shape)),
+        # a group of this one tensor, as run() on one tensor
+        "group_sum": lambda x: np.sum(full(x)),
+        "group_max": lambda x: np.max(full(x)),
         "orthogonalize": lambda x: newton_schulz(as_matrix(x)).reshape(shape),
         "row_mean": lambda x: np.broadcast_to(as_matrix(x).mean(axis=1, keepdims=True),
                                               as_matrix(x).shape).reshape(shape),

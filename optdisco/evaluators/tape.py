@@ -35,7 +35,7 @@ import torch
 
 from ..dsl import Program, run as reference_run
 from ..dsl.builtins import BUILTINS, kind_of
-from ..dsl.interpreter import TORCH_IMPL, _Context
+from ..dsl.interpreter import TORCH_IMPL, _Context, run_group
 from ..dsl.ir import Call, Const, Expr, Name
 from ..dsl.shapes import storage_shape
 from ..kernels.torchgen import TORCH_EXPR  # elementwise built-ins written as the interpreter computes them
@@ -276,6 +276,8 @@ class ReferenceStep:
             return reference_run(self.program, w, g, states, step=step, lr=lr, batch_dims=1,
                                  generator=generator)
         rows = w.shape[0]
+        if self.program.has_group_reductions:
+            return self._group_call(w, g, states, step=step, lr=lr, generator=generator)
         us, new = [], [[] for _ in states]
         for i, (o, size, shape) in enumerate(self.layout):
             view = lambda x, o=o, size=size, shape=shape: x[:, o:o + size].reshape(rows, *shape)  # noqa: E731
@@ -288,6 +290,25 @@ class ReferenceStep:
             for j, s in enumerate(ns):
                 new[j].append(s.reshape(rows, -1))
         return torch.cat(us, dim=1), [torch.cat(parts, dim=1) for parts in new]
+
+
+    def _group_call(self, w: torch.Tensor, g: torch.Tensor, states: Sequence[torch.Tensor], *,
+                    step: float | torch.Tensor, lr: torch.Tensor, generator: torch.Generator | None,
+                    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """A rule with group built-ins: the task's tensors are one param group, run in lockstep
+        by :func:`optdisco.dsl.interpreter.run_group` (each row its own problem)."""
+        rows = w.shape[0]
+        ws, gs, ss = [], [], []
+        for i, (o, size, shape) in enumerate(self.layout):
+            ws.append(w[:, o:o + size].reshape(rows, *shape))
+            gs.append(g[:, o:o + size].reshape(rows, *shape))
+            ss.append([s[:, so:so + ssize].reshape(rows, *sshape)
+                       for s, (so, ssize, sshape) in zip(states, (sl[i] for sl in self.state_layouts))])
+        lrs = [lr.view(rows, *([1] * len(shape))) for _, _, shape in self.layout]
+        us, news = run_group(self.program, ws, gs, ss, step=step, lr=lrs, batch_dims=1,
+                             generator=generator)
+        new = [torch.cat([n[j].reshape(rows, -1) for n in news], dim=1) for j in range(len(states))]
+        return torch.cat([u.reshape(rows, -1) for u in us], dim=1), new
 
 
 def flat_layout(shapes: Sequence[tuple[int, ...]]) -> list[tuple[int, int, tuple[int, ...]]]:

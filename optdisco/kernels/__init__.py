@@ -92,11 +92,11 @@ def get_backend(program: Program, backend: str = "auto",
 
 def _build(program: Program, backend: str, device: torch.device) -> Backend:
     if program.has_matrix_states:
-        # Rules with matrix states (factors, per-row or per-column states, every()) run on
-        # the interpreter: the code generators fuse w-shaped states only.
+        # Rules with matrix states (factors, per-row or per-column states, every()) or group
+        # built-ins run on the interpreter: the code generators fuse w-shaped states only.
         if backend not in ("eager", "auto"):
             raise BackendUnavailable(
-                f"backend '{backend}' does not run rules with matrix states or factor built-ins "
+                f"backend '{backend}' does not run rules with matrix states, factor or group built-ins "
                 f"(rule '{program.name}'); use backend='eager' or 'auto' (which runs them eagerly)")
         from .eager import EagerBackend
         return EagerBackend(program)

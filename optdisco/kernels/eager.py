@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..dsl import Program
-from ..dsl.interpreter import run
+from ..dsl.interpreter import run, run_group
 from .precision import compute_dtype
 from .quant8 import QuantizedState
 
@@ -37,6 +37,10 @@ class EagerBackend:
         Computed in the states' dtype (float32 for 16-bit parameters); the parameter is
         rounded once, to nearest even, when written.
         """
+        if self.program.has_group_reductions:
+            self._group_step(params, grads, states, steps=steps, lr=lr,
+                             hyperparameters=hyperparameters, generator=generator)
+            return
         for w, g, s, t in zip(params, grads, states, steps):
             dtype = compute_dtype(w)
             w_c = w.to(dtype)
@@ -53,3 +57,24 @@ class EagerBackend:
                 else:
                     dst.copy_(src)
             w.copy_(w_new)
+
+    def _group_step(self, params, grads, states, *, steps, lr, hyperparameters, generator) -> None:
+        """The step of a rule with group built-ins: every parameter of ``params`` (one param
+        group) in lockstep through :func:`optdisco.dsl.interpreter.run_group`."""
+        if any(isinstance(x, QuantizedState) for s in states for x in s):
+            raise ValueError(f"rule '{self.program.name}' reduces over the param group; "
+                             "8-bit states do not cover it")
+        dtypes = {compute_dtype(w) for w in params}
+        if len(dtypes) > 1:
+            raise ValueError(f"rule '{self.program.name}' reduces over the param group, whose "
+                             f"parameters compute in {sorted(map(str, dtypes))}; use one dtype per group")
+        w_c = [w.to(compute_dtype(w)) for w in params]
+        noise, gen = _noise_source(generator, params[0].device)
+        us, news = run_group(self.program, w_c, list(grads), [list(s) for s in states],
+                             step=[float(t) for t in steps], lr=lr,
+                             hyperparameters=hyperparameters, generator=gen, noise=noise)
+        for w, wc, g, s, u, new in zip(params, w_c, grads, states, us, news):
+            inputs = [w, g, *s]
+            for dst, src in zip(s, new):
+                dst.copy_(src.clone() if shares_memory(src, inputs) else src)
+            w.copy_(wc - lr * u)

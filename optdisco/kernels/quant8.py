@@ -127,6 +127,9 @@ def reject_matrix_states(program: Program) -> None:
     format quantizes w-shaped states only (a factor's eigenvectors and inverse roots would lose
     their orthogonality and symmetry to 8-bit codes)."""
     declared = [f"{n}: {shape}" for n, shape in program.state_shapes]
+    if program.has_group_reductions and not declared:
+        raise ValueError(f"state_bits=8 does not cover rules with group built-ins (group_sum, "
+                         f"group_max); rule '{program.name}' calls one. Use state_bits=32 for this rule")
     if declared:
         raise ValueError(f"state_bits=8 does not cover matrix states; rule '{program.name}' declares "
                          f"{', '.join(declared)}. Use state_bits=32 for this rule")

@@ -293,10 +293,11 @@ PARAMS = [(case, prob) for case in CASES for prob in problems_for(case[0])]
 
 def test_every_known_catalog_rule_has_a_reference_test():
     # found rules are checked against their searched form and a plain implementation in test_found.py
+    from test_reference_group import GROUP_TESTED
     from test_reference_matrix import MATRIX_TESTED
     from test_reference_peers import PEER_TESTED
     known = {e.name for e in catalog.entries() if e.origin == "known"}
-    assert set(REFERENCES) | TORCH_TWINS | PEER_TESTED | MATRIX_TESTED == known
+    assert set(REFERENCES) | TORCH_TWINS | PEER_TESTED | MATRIX_TESTED | GROUP_TESTED == known
     assert {c[0] for c in CASES} == set(REFERENCES)
 
 

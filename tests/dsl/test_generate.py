@@ -21,7 +21,8 @@ def calls(p) -> Counter:
 def test_covers_every_builtin():
     seen = Counter()
     for seed in range(300):
-        seen.update(calls(random_program(random.Random(seed), allow_noise=True, allow_factor=True)))
+        seen.update(calls(random_program(random.Random(seed), allow_noise=True, allow_factor=True,
+                                         allow_group=True)))
     assert set(seen) == set(BUILTINS), set(BUILTINS) - set(seen)
 
 
@@ -30,6 +31,13 @@ def test_switches_noise_and_matrix_builtins():
     for seed in range(150):
         used = set(calls(random_program(random.Random(seed), allow_noise=False, allow_matrix=False)))
         assert "randn" not in used and not used & matrix
+
+
+def test_group_builtins_only_when_allowed():
+    group = {n for n, b in BUILTINS.items() if b.kind == "group"}
+    off = set().union(*(calls(random_program(random.Random(seed))) for seed in range(100)))
+    on = set().union(*(calls(random_program(random.Random(seed), allow_group=True)) for seed in range(100)))
+    assert not off & group and on >= group
 
 
 def test_limits_and_validity():

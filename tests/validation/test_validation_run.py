@@ -110,6 +110,18 @@ def test_state_bytes_counts_float32_states_not_steps():
     assert state_bytes(opt) == 2 * 10 * 4
 
 
+@pytest.mark.parametrize("name,per_param", [
+    # L (6 x 6), R (3 x 3); then m (18), v (6 x 1); then p0, m, v, s (18 each), d and num (1 each)
+    ("shampoo", 36 + 9), ("adam_mini", 18 + 6), ("prodigy", 4 * 18 + 2)])
+def test_state_bytes_count_matrix_and_group_states_at_their_stored_size(name, per_param):
+    from optdisco import catalog
+    w = torch.nn.Parameter(torch.zeros(6, 3))
+    opt = rule_contender(catalog.get(name)).make([w], 1e-3)
+    w.grad = torch.ones_like(w)
+    opt.step()
+    assert state_bytes(opt) == 4 * per_param
+
+
 def test_time_to_result_and_performance_profiles_on_a_hand_made_validation():
     from types import SimpleNamespace
 
