@@ -131,5 +131,5 @@ def reject_matrix_states(program: Program) -> None:
         raise ValueError(f"state_bits=8 does not cover rules with group built-ins (group_sum, "
                          f"group_max); rule '{program.name}' calls one. Use state_bits=32 for this rule")
     if declared:
-        raise ValueError(f"state_bits=8 does not cover matrix states; rule '{program.name}' declares "
+        raise ValueError(f"state_bits=8 does not cover matrix or group states; rule '{program.name}' declares "
                          f"{', '.join(declared)}. Use state_bits=32 for this rule")

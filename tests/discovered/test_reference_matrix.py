@@ -183,5 +183,5 @@ def test_fused_backends_and_8bit_states_refuse_matrix_states():
     for backend in ("foreach", "compile", "triton"):
         with pytest.raises(BackendUnavailable, match="matrix states"):
             optdisco.Optimizer(params, "shampoo", backend=backend)
-    with pytest.raises(ValueError, match="state_bits=8 does not cover matrix states.*L: left_factor"):
+    with pytest.raises(ValueError, match="state_bits=8 does not cover matrix or group states.*L: left_factor"):
         optdisco.Optimizer(params, "shampoo", state_bits=8)
