@@ -47,11 +47,8 @@ def hoisted(plan: Plan) -> tuple[set[int], list[int]]:
     lr = next((op.id for op in plan.ops if op.kind == "input" and op.fn == "lr"), None)
     needed: list[int] = [] if lr is None or lr not in host else [lr]
     roots = [plan.update, *plan.states]
-    by_reciprocal = divisions_by_scalar(plan, host)
     for op in plan.live_ops():
         uses = [] if op.id in host or op.fn == "numel" else list(op.args)
-        if op.id in by_reciprocal:
-            uses = uses[:1]  # the divisor arrives as its reciprocal (see reciprocals)
         for a in uses:
             if a in host and a not in needed:
                 needed.append(a)
@@ -141,8 +138,12 @@ def generate(plan: Plan, fn_name: str = "rule_step") -> str:
     inverse_slot = {i: k + len(slot) + (1 if lr_col else 0) for k, i in enumerate(inverted)}
     by_reciprocal = divisions_by_scalar(plan, host)
     for floats in (False, True):
+        # (the eager one-tensor code divides as the foreach code does, to the same bits:
+        # division costs it nothing measurable, and an optimizer's result then does not
+        # depend on whether its group ran flat)
         lines += _step_function(plan, f"{fn_name}_floats" if floats else fn_name, sig_floats if floats else sig,
-                                host, slot, inverse_slot, by_reciprocal, floats)
+                                host, slot, {} if floats else inverse_slot, set() if floats else by_reciprocal,
+                                floats)
     return "\n".join(lines) + "\n"
 
 
