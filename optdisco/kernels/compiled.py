@@ -61,6 +61,7 @@ class CompiledBackend:
         module = load_source("torch", self.source)
         self.eager_fn = module.rule_step
         self.scalars_fn = module.rule_scalars
+        self.scalars_float_fn = module.rule_scalars_float
         self.compile = compile
         self.compile_seconds = 0.0
         self._fn = None
@@ -85,6 +86,17 @@ class CompiledBackend:
         hyper = self.program.hyperparameter_defaults
         hyper.update(hyperparameters)
         n_draws = self.plan.n_draws
+        if len(params) == 1 and not n_draws and specialization(params[0], grads[0]) in self._seen:
+            w, g, s = params[0], grads[0], states[0]
+            if w.is_contiguous() and g.is_contiguous() and all(x.is_contiguous() for x in s):
+                # One tensor (a flat buffer): its scalars as floats and one tensor call, not a
+                # dozen torch calls on 1-element vectors; on a small flat group those were
+                # most of the step.
+                floats = self.scalars_float_fn(float(steps[0]), float(lr), float(w.numel()),
+                                               {h: float(v) for h, v in hyper.items()})
+                scal = torch.tensor(floats, dtype=compute_dtype(w), device=w.device)
+                fn(matrix_view(w), matrix_view(g), *[matrix_view(x) for x in s], scal)
+                return
         scal_rows: dict[torch.dtype, torch.Tensor] = {}
         for i, (w, g, s, _step) in enumerate(zip(params, grads, states, steps)):
             dt = compute_dtype(w)

@@ -6,7 +6,8 @@ import torch
 
 from ..dsl import Program
 from .codecache import load_source
-from .compiled import draw_noise
+from . import torchgen
+from .compiled import draw_noise, matrix_view
 from .foreachgen import generate, has_uniform_form
 from .plan import make_plan
 from .quant8 import reject_quantized
@@ -18,7 +19,9 @@ class ForeachBackend:
 
     When all tensors share one step and the rule has no reduction, the per-tensor numbers
     (``1 - beta ** step``, ...) are Python floats computed once (``uniform_fn``); otherwise
-    they are vectors with one value per tensor (``fn``)."""
+    they are vectors with one value per tensor (``fn``). A list of one contiguous tensor
+    runs the generated per-tensor torch code on float scalars instead (``single_fn``, see
+    :mod:`optdisco.kernels.torchgen`)."""
 
     name = "foreach"
 
@@ -30,6 +33,10 @@ class ForeachBackend:
         self.uniform_source = generate(self.plan, uniform=True) if has_uniform_form(self.plan) else None
         self.uniform_fn = load_source("foreach", self.uniform_source).rule_step if self.uniform_source else None
         self._defaults = program.hyperparameter_defaults
+        single = load_source("torch", torchgen.generate(self.plan))
+        self.single_fn, self.single_scalars_fn = single.rule_step_floats, single.rule_scalars_float
+        # An elementwise rule sees no shapes: its one tensor needs no matrix view.
+        self._single_view = any(op.kind in ("reduction", "matrix") for op in self.plan.live_ops())
 
     def step(self, params, grads, states, *, steps, lr, hyperparameters, generator=None) -> None:
         """In place: the rule applied to every tensor, one foreach call per op per group."""
@@ -67,6 +74,17 @@ class ForeachBackend:
         k = len(self.program.state_names)
         first = params[0]
         dt = compute_dtype(first)
+        if len(params) == 1 and all(x.dtype == dt and x.is_contiguous() for x in [first, grads[0], *states[0]]):
+            # One tensor (an optimizer's flat buffer): plain torch calls, no foreach wrapper
+            # and no per-op lists, about half the time of the foreach code on a small MLP.
+            scal = self.single_scalars_fn(step, lr, float(first.numel()), floats)
+            noise = noise_per_tensor[0] if noise_per_tensor else []
+            if self._single_view:
+                self.single_fn(matrix_view(first), matrix_view(grads[0]), *[matrix_view(x) for x in states[0]],
+                               scal, dt, *[matrix_view(n) for n in noise])
+            else:
+                self.single_fn(first, grads[0], *states[0], scal, dt, *noise)
+            return
         if all(w.device == first.device and compute_dtype(w) == dt for w in params):
             groups = {(first.device, dt): None}  # the common case: no per-group lists to build
         else:
