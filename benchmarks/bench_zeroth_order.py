@@ -8,6 +8,10 @@ AdamW (positive: better than AdamW), with the seed interval.
 
     python benchmarks/bench_zeroth_order.py                    # RGE q=16 on logreg, teacher_student
     python benchmarks/bench_zeroth_order.py --gradients cge:density=0.1
+    python benchmarks/bench_zeroth_order.py --rules sgd adamw /work/runs/zo_campaign_s0.db:98
+
+A rule is a catalog name, a rule file or ``DB:ID`` (a campaign's program, e.g. the winners of
+``benchmarks/zeroth_order_campaign.toml``).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from optdisco import catalog
+from optdisco.discovered.optimizer import resolve_rule
 from optdisco.evaluators import evaluate
 
 RULES = ["sgd", "momentum", "nesterov", "signum", "adam", "adamw", "nadamw", "rmsprop", "adabelief", "adagrad",
@@ -30,7 +34,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--budget", type=float, default=1.0)
     args = ap.parse_args()
-    programs = [catalog.get(n) for n in args.rules]
+    programs = [resolve_rule(n) for n in args.rules]
     table = {}
     for source in ("backprop", args.gradients):
         t0 = time.time()

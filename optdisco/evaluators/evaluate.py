@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ..dsl import Program
-from ..training import GradientSpec
+from ..training import BatchSizeSpec, GradientSpec
 from . import cache
 from .baseline import baseline_program
 from .fitness import (AGGREGATES, aggregate_fitness, bootstrap_ci, log_ratio, prob_beats, standardized,
@@ -104,7 +104,8 @@ def evaluate(programs: Sequence[Program], *, suite: str = "proxy", tasks: Sequen
              time_limit: float | None = None, cache_dir: "str | Path | None" = None,
              baseline: "str | Program" = "adamw", scale: str = "cpu", refine: float | None = REFINE,
              properties: bool = True, curves: bool = True, device: str = "cpu",
-             aggregate: str = "mean", threads: int = 1, gradients: str = "backprop") -> list[Evaluation]:
+             aggregate: str = "mean", threads: int = 1, gradients: str = "backprop",
+             batch_size: str = "fixed") -> list[Evaluation]:
     """Evaluate each program on the tasks of ``suite`` (or ``tasks``) against the tuned baseline.
 
     ``aggregate``: "mean" (fitness = mean over tasks of the log-ratios), "standardized"
@@ -118,14 +119,25 @@ def evaluate(programs: Sequence[Program], *, suite: str = "proxy", tasks: Sequen
     train different programs side by side (the numbers do not change with it).
     ``gradients``: "backprop", or a zeroth-order estimator (:class:`optdisco.training.GradientSpec`
     text, e.g. "rge:queries=8,mu=0.001"); every program and the baseline then train on the
-    same estimates (the same random directions per seed). Returns one
-    :class:`Evaluation` per program.
+    same estimates (the same random directions per seed).
+    ``batch_size``: "fixed", or the norm test growing every run's batch
+    (:class:`optdisco.training.BatchSizeSpec` text, e.g. "norm_test:eta=1,start=0.25"): every
+    program and the baseline then train under their own controllers until they have seen the
+    fixed runs' number of examples (:mod:`.train`). Returns one :class:`Evaluation` per program.
     """
     if aggregate not in AGGREGATES:
         raise ValueError(f"aggregate must be one of {AGGREGATES}, not {aggregate!r}")
     gradients = GradientSpec.parse(gradients).text()
-    t_start = time.perf_counter()
+    batch_size = BatchSizeSpec.parse(batch_size).text()
     names = list(tasks) if tasks else suite_tasks(suite)
+    if batch_size != "fixed":
+        if gradients != "backprop":
+            raise ValueError("batch_size = norm_test needs per-example gradients, so gradients must be backprop")
+        no_examples = [n for n in names if not get_task(n, scale, device).example_batches]
+        if no_examples:
+            raise ValueError(f"batch_size = norm_test grows minibatches of examples, which "
+                             f"{', '.join(no_examples)} do not have; leave them out of the tasks")
+    t_start = time.perf_counter()
     seed_list = list(range(max(1, seeds)))
     K = len(programs)
     ratios: list[dict[str, list[float]]] = [{} for _ in range(K)]
@@ -136,8 +148,8 @@ def evaluate(programs: Sequence[Program], *, suite: str = "proxy", tasks: Sequen
 
     for name in names:
         task = get_task(name, scale, device)
-        if gradients != "backprop":
-            task = dataclasses.replace(task, gradients=gradients)
+        if gradients != "backprop" or batch_size != "fixed":
+            task = dataclasses.replace(task, gradients=gradients, batch_schedule=batch_size)
         steps = steps_for(task, budget)
         entry = baseline_entry(task, steps=steps, seeds=seed_list, rule=baseline, grid=lr_grid,
                                refine=refine, scale=scale, cache_dir=cache_dir, properties=properties)

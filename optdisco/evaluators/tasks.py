@@ -47,6 +47,10 @@ class Task:
     examples_per_step: int = 0  # data per update (for data-equivalent speedups); batch_size if 0
     device: str = "cpu"         # where data live and training runs (init and sampling stay on CPU)
     gradients: str = "backprop"  # or a zeroth-order estimator (optdisco.training.GradientSpec text)
+    batch_schedule: str = "fixed"  # or the norm test growing batches (optdisco.training.BatchSizeSpec text)
+    #: whether ``sample`` draws ``(steps, batch_size)`` example indices, so that a batch can be any
+    #: size (what the norm test needs); noise-driven problems have no examples to add
+    example_batches = False
 
     def on_device(self, x):
         """``x`` (a tensor or a Split) on the task's device, cached per object."""
@@ -67,9 +71,11 @@ class Task:
 
     @property
     def key(self) -> str:
-        """Identity for caches: name, version, sizes, and the gradient source when not backprop."""
+        """Identity for caches: name, version, sizes, and the gradient source when not backprop
+        and the batch-size control when not fixed."""
         key = f"{self.name}-v{self.version}-p{self.n_params}-b{self.batch_size}"
-        return key if self.gradients == "backprop" else f"{key}-{self.gradients}"
+        key = key if self.gradients == "backprop" else f"{key}-{self.gradients}"
+        return key if self.batch_schedule == "fixed" else f"{key}-{self.batch_schedule}"
 
     def init(self, gen: torch.Generator) -> Params:
         """One problem's initial parameters, drawn from ``gen``."""
@@ -196,6 +202,7 @@ class Supervised(Task):
     dataset: Callable[[], D.Split] | None = None
     model: Callable[[Params, torch.Tensor], torch.Tensor] | None = None
     loss: str = "ce"
+    example_batches = True
 
     def init(self, gen):
         return default_init(gen, self.shapes)
@@ -323,6 +330,7 @@ class CharLM(Task):
     layers: int = 1
     heads: int = 2
     n_val: int = 32
+    example_batches = True
 
     def __post_init__(self) -> None:
         _, _, vocab = D.text()

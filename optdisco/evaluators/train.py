@@ -11,6 +11,16 @@ slice, and ``norm`` or ``orthogonalize`` see each weight as the rule language de
 Schedule: linear warmup over the first ``warmup`` fraction of steps, then cosine decay to
 zero: lr_t = lr * min(t / t_w, 1/2 (1 + cos(pi (t - t_w) / (T - t_w)))).
 
+Growing batches: a task whose ``batch_schedule`` is the norm test
+(:class:`optdisco.training.BatchSizeSpec`) gives every run its own
+:class:`optdisco.training.NormTestBatchSize`. A run takes its next ``b`` examples from its
+seed's stream (the fixed run's minibatches, end to end), the test sees the batch's
+per-example gradients at the parameters before the step, and the run stops when it has
+seen the fixed run's ``steps * batch_size`` examples. The schedule and the validation
+points follow examples seen: ``lr_t = lr * s(n_t / batch_size)`` with ``n_t`` the examples
+seen after step t and ``s`` the warmup-then-cosine multiplier above, so a batch that never
+grows trains exactly as the fixed batch does.
+
 Robustness: a run whose training loss is nan/inf or exceeds ``explode`` times its initial
 loss stops (its row is reset to the initial point and masked out of the loss) with a
 reason; a rule whose update raises (or returns non-finite values everywhere) fails all of
@@ -31,7 +41,7 @@ import torch
 
 from ..dsl import Program
 from ..dsl.interpreter import cpu_threads
-from ..training import GradientSpec, cge_rows, rge_rows
+from ..training import BatchSizeSpec, GradientSpec, NormTestBatchSize, cge_rows, rge_rows
 from . import workers
 from .tape import flat_layout, make_step, state_widths
 from .tasks import Task, get_task
@@ -65,10 +75,12 @@ class RunResult:
     params: torch.Tensor | None = None   # flat final parameters (N,), or None if failed
     train_loss: float = float("nan")
     steps_done: int = 0
+    batch_sizes: list[int] | None = None  # each step's batch, under the norm-test controller
 
 
-def schedule(t: int, steps: int, warmup: float = WARMUP) -> float:
-    """Warmup-then-cosine multiplier at step t (1-based) of ``steps``; reaches 0 after the last step."""
+def schedule(t: float, steps: int, warmup: float = WARMUP) -> float:
+    """Warmup-then-cosine multiplier at step t (1-based; fractional under growing batches) of
+    ``steps``; reaches 0 after the last step."""
     tw = max(1, int(round(warmup * steps)))
     if t <= tw:
         return t / tw
@@ -138,8 +150,9 @@ def train_in_worker(ref: tuple[str, str, str], programs: Sequence[Program], runs
     kwargs = dict(kwargs)
     task = get_task(*ref)
     gradients = kwargs.pop("gradients", "backprop")
-    if gradients != "backprop":
-        task = dataclasses.replace(task, gradients=gradients)
+    batch_schedule = kwargs.pop("batch_schedule", "fixed")
+    if gradients != "backprop" or batch_schedule != "fixed":
+        task = dataclasses.replace(task, gradients=gradients, batch_schedule=batch_schedule)
     with cpu_threads(1):
         return _train(task, programs, runs, **kwargs)
 
@@ -148,7 +161,8 @@ def _train_in_processes(task: Task, ref: tuple[str, str, str], programs: Sequenc
                         parts: list[list[int]], kwargs: dict) -> list[list[RunResult]]:
     """All groups but the first in worker processes (:mod:`.workers`; ``ref`` rebuilds the
     task there), the first here."""
-    remote = {**kwargs, "gradients": task.gradients}  # the worker rebuilds the task by name
+    # the worker rebuilds the task by name
+    remote = {**kwargs, "gradients": task.gradients, "batch_schedule": task.batch_schedule}
     futures = [workers.submit(len(parts) - 1, train_in_worker, ref, programs, [runs[i] for i in part], remote)
                for part in parts[1:]]
     with cpu_threads(1):
@@ -208,6 +222,11 @@ def _train(task: Task, programs: Sequence[Program], runs: Sequence[Run], *, step
     prog_time = {k: 0.0 for k, _, _ in groups}   # own update time + a share of forward/backward
 
     zo = GradientSpec.parse(task.gradients) if task.gradients != "backprop" else None
+    sizing = BatchSizeSpec.parse(task.batch_schedule)
+    growing = _GrowingBatches(task, sizing, batches, [seed_row[r.seed] for r in rows], steps) \
+        if sizing.method != "fixed" else None
+    if growing is not None and zo is not None:
+        raise ValueError("the norm test needs per-example gradients: it cannot run on zeroth-order estimates")
     zo_gens = [seed_generator(task, s, "zeroth-order") for s in seeds]
 
     def zo_draw() -> torch.Tensor:
@@ -236,19 +255,21 @@ def _train(task: Task, programs: Sequence[Program], runs: Sequence[Run], *, step
                          for st in states[k]]
             group_alive[k] = bool(alive[s:e].any())
 
-    for t in range(1, steps + 1):
+    for t in range(1, (steps if growing is None else growing.max_steps) + 1):
         if not bool(alive.any()):
             break
         t0 = time.perf_counter()
-        factor = schedule(t, steps)
+        factor: float | torch.Tensor = schedule(t, steps)
         # one leaf per parameter tensor: a gradient through views of one flat leaf would
         # materialize a zero-filled (P, N) buffer per tensor in the backward pass
-        batch = batches[:, t - 1][seed_idx]
-        if zo is None:
+        if growing is not None:
+            grown_g, losses = growing.losses_and_gradients(flat, layout, alive, dtype)
+            factor = growing.factors(alive, dtype)
+        elif zo is None:
             leaves = [v.detach().requires_grad_(True) for v in _unflatten(flat, layout)]
-            losses = task.train_loss(leaves, batch)
+            losses = task.train_loss(leaves, batches[:, t - 1][seed_idx])
         else:
-            zo_g, losses = _zeroth_order(task, zo, flat, batch, layout, zo_draw, t)
+            zo_g, losses = _zeroth_order(task, zo, flat, batches[:, t - 1][seed_idx], layout, zo_draw, t)
         ld = losses.detach()
         if t == 1:
             first_loss = ld.clone()
@@ -256,7 +277,10 @@ def _train(task: Task, programs: Sequence[Program], runs: Sequence[Run], *, step
         for mask, reason in diverged(ld, first_loss, t):
             if bool((mask & alive).any()):
                 kill(mask, reason)
-        if zo is None:
+        if growing is not None:
+            g = grown_g
+            growing.test(flat, layout, alive)
+        elif zo is None:
             total = torch.where(live_before, losses, torch.zeros_like(losses)).sum()
             grads = torch.autograd.grad(total, leaves, allow_unused=True)
             g = torch.cat([torch.zeros(P, n, dtype=dtype, device=dev) if gr is None else gr.reshape(P, n)
@@ -272,12 +296,13 @@ def _train(task: Task, programs: Sequence[Program], runs: Sequence[Run], *, step
 
         flat_storage = flat.untyped_storage().data_ptr()
         step_t = torch.tensor(float(t), dtype=dtype, device=dev)
+        lr_rows = lrs * factor
 
         # this step's values bound now: a closure over the loop's names would see later ones
-        def update(k: int, s: int, e: int, *, factor: float = factor, g: torch.Tensor = g,
+        def update(k: int, s: int, e: int, *, lr_rows: torch.Tensor = lr_rows, g: torch.Tensor = g,
                    step_t: torch.Tensor = step_t, flat_storage: int = flat_storage) -> Exception | None:
             """Rows s:e of ``flat`` updated in place by program k; the rule's error if it failed."""
-            lr_t = lrs[s:e] * factor
+            lr_t = lr_rows[s:e]
             try:
                 with torch.no_grad():
                     u, new_states = steppers[k](flat[s:e], g[s:e], states[k], step=step_t, lr=lr_t,
@@ -313,7 +338,20 @@ def _train(task: Task, programs: Sequence[Program], runs: Sequence[Run], *, step
         nonfinite = _nonfinite_rows(flat) & alive
         if bool(nonfinite.any()):
             kill(nonfinite, f"non-finite parameters after step {t}")
-        if t in eval_at:
+        if growing is not None:
+            growing.advance(alive)
+            crossed = growing.crossed(alive, eval_at)
+            if any(crossed):
+                with torch.no_grad():
+                    vl_cpu = task.val_loss(_unflatten(flat, layout)).float().cpu().tolist()
+                for i, n in enumerate(crossed):
+                    curves[i].extend([vl_cpu[i]] * n)
+            finished = growing.finish(flat, alive)
+            if bool(finished.any()):
+                alive.logical_and_(~finished)
+                for k, s, e in groups:
+                    group_alive[k] = bool(alive[s:e].any())
+        elif t in eval_at:
             with torch.no_grad():
                 vl = task.val_loss(_unflatten(flat, layout))
             vl_cpu, alive_cpu = vl.float().cpu().tolist(), alive.cpu().tolist()
@@ -322,16 +360,144 @@ def _train(task: Task, programs: Sequence[Program], runs: Sequence[Run], *, step
 
     results: list[RunResult | None] = [None] * len(runs)
     for i, orig in enumerate(order):
-        ok = bool(alive[i])
+        ok = bool(alive[i]) if growing is None else i in growing.final
+        final = flat[i] if growing is None else growing.final.get(i)
+        if growing is not None and not ok:
+            curves[i] += [float("inf")] * (len(eval_at) - len(curves[i]))
         loss = curves[i][-1] if ok and curves[i] else float("inf")
         reason = failure[i]
         if ok and not math.isfinite(loss):
             ok, reason = False, "non-finite validation loss"
         results[orig] = RunResult(loss=loss if ok else float("inf"), curve=curves[i],
                                   failure=None if ok else reason,
-                                  params=flat[i].cpu().clone() if ok and keep_params else None,
-                                  train_loss=float(last_train[i]), steps_done=int(steps_done[i]))
+                                  params=final.cpu().clone() if ok and keep_params and final is not None else None,
+                                  train_loss=float(last_train[i]), steps_done=int(steps_done[i]),
+                                  batch_sizes=None if growing is None else growing.used[i])
     return results  # type: ignore[return-value]
+
+
+#: Scalars per chunk of per-example gradients (rows x examples x parameters) for the norm test.
+PER_EXAMPLE_CHUNK = 1 << 23
+
+
+class _GrowingBatches:
+    """The batch sizes of every row of :func:`_train` under the norm test (module doc): each
+    row's controller, the examples it has seen, its batch this step and the sizes it used.
+
+    A row's examples are its seed's fixed minibatches laid end to end (``stream``), so the
+    first ``steps * batch_size`` examples of every seed are the same whatever the sizes."""
+
+    def __init__(self, task: Task, spec: BatchSizeSpec, batches: torch.Tensor, row_seed: list[int],
+                 steps: int) -> None:
+        if not task.example_batches:
+            raise ValueError(f"task {task.name} has no minibatches of examples, so the norm test "
+                             "cannot grow its batch")
+        self.task, self.steps, self.row_seed = task, steps, row_seed
+        self.stream = batches.reshape(batches.shape[0], -1)   # (seeds, steps * batch_size)
+        self.budget = self.stream.shape[1]
+        self.controllers: list[NormTestBatchSize] = [spec.controller(task.batch_size) for _ in row_seed]
+        self.max_steps = math.ceil(self.budget / self.controllers[0].batch_size)
+        self.seen = [0] * len(row_seed)
+        self.sizes = [0] * len(row_seed)      # this step's batch per row (0: not training)
+        self.used: list[list[int]] = [[] for _ in row_seed]
+        self.final: dict[int, torch.Tensor] = {}
+
+    def _indices(self, i: int) -> torch.Tensor:
+        return self.stream[self.row_seed[i], self.seen[i]:self.seen[i] + self.sizes[i]]
+
+    def losses_and_gradients(self, flat: torch.Tensor, layout, alive: torch.Tensor,
+                             dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """(gradients (P, N), training losses (P,)) of each live row on its next ``b`` examples,
+        ``b = min(controller's batch, examples left)``; rows of one size train as one batch."""
+        P, N = flat.shape
+        by_size: dict[int, list[int]] = {}
+        for i, live in enumerate(alive.tolist()):
+            self.sizes[i] = min(self.controllers[i].batch_size, self.budget - self.seen[i]) if live else 0
+            if live:
+                by_size.setdefault(self.sizes[i], []).append(i)
+        g = torch.zeros(P, N, dtype=dtype, device=flat.device)
+        losses = torch.zeros(P, dtype=dtype, device=flat.device)
+        for rows in by_size.values():
+            idx = torch.tensor(rows, device=flat.device)
+            leaves = [v.detach().requires_grad_(True) for v in _unflatten(flat[idx], layout)]
+            part = self.task.train_loss(leaves, torch.stack([self._indices(i) for i in rows]))
+            grads = torch.autograd.grad(part.sum(), leaves, allow_unused=True)
+            g[idx] = torch.cat([torch.zeros(len(rows), n, dtype=dtype, device=flat.device) if gr is None
+                                else gr.reshape(len(rows), n) for gr, (_, n, _) in zip(grads, layout)], dim=1)
+            losses[idx] = part.detach()
+        return g, losses
+
+    def factors(self, alive: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """Each row's schedule multiplier ``s(n_t / batch_size)`` for this step, ``(P, 1)``."""
+        B = self.task.batch_size
+        return torch.tensor([schedule((self.seen[i] + b) / B, self.steps) if b else 0.0
+                             for i, b in enumerate(self.sizes)], dtype=dtype, device=alive.device).unsqueeze(1)
+
+    def test(self, flat: torch.Tensor, layout, alive: torch.Tensor) -> None:
+        """Feed every live row that trains on after this step its controller: the per-example
+        gradients of this step's batch at the parameters before the step, when it tests."""
+        going_on = [i for i, live in enumerate(alive.tolist())
+                    if live and self.seen[i] + self.sizes[i] < self.budget]
+        testing = [i for i in going_on if self.controllers[i].tests_next]
+        grads = _per_example_gradients(self.task, flat, layout, [(i, self._indices(i)) for i in testing])
+        for i in going_on:
+            self.controllers[i].update([grads[i]] if i in grads else None)
+
+    def advance(self, alive: torch.Tensor) -> None:
+        """Count this step's examples as seen by the rows that trained on them."""
+        for i, live in enumerate(alive.tolist()):
+            if live and self.sizes[i]:
+                self.used[i].append(self.sizes[i])
+                self.seen[i] += self.sizes[i]
+
+    def crossed(self, alive: torch.Tensor, eval_at: list[int]) -> list[int]:
+        """Per row, how many validation points (the fixed run's, at ``t * batch_size`` examples
+        for each ``t`` of ``eval_at``) this step passed: the row's curve gets its validation
+        loss once for each."""
+        marks = [t * self.task.batch_size for t in eval_at]
+        out = []
+        for i, live in enumerate(alive.tolist()):
+            before = self.seen[i] - self.sizes[i]
+            out.append(sum(before < m <= self.seen[i] for m in marks) if live and self.sizes[i] else 0)
+        return out
+
+    def finish(self, flat: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
+        """Rows that have seen the whole budget: their parameters are kept and they stop."""
+        done = torch.zeros_like(alive)
+        for i, live in enumerate(alive.tolist()):
+            if live and self.seen[i] >= self.budget:
+                self.final[i] = flat[i].clone()
+                done[i] = True
+        return done
+
+
+def _per_example_gradients(task: Task, flat: torch.Tensor, layout,
+                           items: list[tuple[int, torch.Tensor]]) -> dict[int, torch.Tensor]:
+    """Per row ``r`` of ``items`` (row, example indices ``(b,)``): the gradients ``(b, N)`` of
+    each single example's loss at ``flat[r]``, ``G_j = d loss(flat[r]; x_j) / d theta``. Each
+    (row, example) pair is its own problem of the batched task (the row's parameters repeated
+    ``b`` times, a batch of one example each), in chunks of at most PER_EXAMPLE_CHUNK scalars."""
+    out: dict[int, torch.Tensor] = {}
+    n = flat.shape[1]
+    start = 0
+    while start < len(items):
+        end, total = start, 0
+        while end < len(items) and (end == start or total + items[end][1].numel() * n <= PER_EXAMPLE_CHUNK):
+            total += items[end][1].numel() * n
+            end += 1
+        part = items[start:end]
+        sizes = [idx.numel() for _, idx in part]
+        rows = torch.tensor([r for r, _ in part], device=flat.device)
+        expanded = flat[rows].repeat_interleave(torch.tensor(sizes, device=flat.device), dim=0)
+        leaves = [v.detach().requires_grad_(True) for v in _unflatten(expanded, layout)]
+        losses = task.train_loss(leaves, torch.cat([idx for _, idx in part]).unsqueeze(1))
+        grads = torch.autograd.grad(losses.sum(), leaves, allow_unused=True)
+        G = torch.cat([torch.zeros(len(expanded), m, dtype=flat.dtype, device=flat.device) if gr is None
+                       else gr.reshape(len(expanded), m) for gr, (_, m, _) in zip(grads, layout)], dim=1)
+        for (r, _), piece in zip(part, G.split(sizes)):
+            out[r] = piece
+        start = end
+    return out
 
 
 def _zeroth_order(task: Task, spec: GradientSpec, flat: torch.Tensor, batch: torch.Tensor, layout,

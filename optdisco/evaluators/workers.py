@@ -51,7 +51,8 @@ def reset() -> None:
 def task_ref(task) -> tuple[str, str, str] | None:
     """(name, scale, device) that rebuild ``task`` in a worker, or None if none does."""
     from .tasks import get_task
-    key = dataclasses.replace(task, gradients="backprop").key  # the worker re-applies the gradients
+    # the worker re-applies the gradients and the batch-size control
+    key = dataclasses.replace(task, gradients="backprop", batch_schedule="fixed").key
     for scale in ("cpu", "gpu"):
         try:
             if get_task(task.name, scale, task.device).key == key:

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..errors import UserError
-from ..training import GradientSpec
+from ..evaluators.tasks import get_task, suite_tasks
+from ..training import BatchSizeSpec, GradientSpec
 from .macro import MACROS
 
 
@@ -67,6 +68,7 @@ SCHEMA: dict[str, dict[str, _Key]] = {
         "time_limit": _Key(float, 0.0),
         "aggregate": _Key(str, choices=("mean", "standardized")),
         "gradients": _Key(str),
+        "batch_size": _Key(str),
     },
     "distributed": {
         "address": _Key(str),
@@ -98,7 +100,7 @@ SCHEMA: dict[str, dict[str, _Key]] = {
 ADDED_LATER: dict[str, dict[str, Any]] = {
     "space": {"macro_weight": 0.0, "macro_weights": {}, "prefilter": False},
     "hurdle": {"enabled": False, "tasks": [], "budget": 0.1, "quantile": 0.5, "warmup": 8},
-    "fitness": {"gradients": "backprop"},
+    "fitness": {"gradients": "backprop", "batch_size": "fixed"},
 }
 
 STAGE_KEYS: dict[str, _Key] = {
@@ -245,11 +247,42 @@ def validate(cfg: Mapping[str, Any]) -> dict[str, Any]:
         out["fitness"]["gradients"] = GradientSpec.parse(out["fitness"]["gradients"]).text()
     except ValueError as e:
         raise ConfigError(f"setting 'fitness.gradients': {e}") from None
+    _check_batch_size(out)
     ev = out["evolution"]
     if ev["tournament"] > ev["population"]:
         raise ConfigError(f"evolution.tournament ({ev['tournament']}) cannot exceed "
                           f"evolution.population ({ev['population']})")
     return out
+
+
+def _check_batch_size(cfg: dict[str, Any]) -> None:
+    """``fitness.batch_size`` in canonical text; a norm test that cannot run is a ConfigError:
+    on zeroth-order gradients, or on a task (search, hurdle or funnel stage) with no examples."""
+    f = cfg["fitness"]
+    try:
+        f["batch_size"] = BatchSizeSpec.parse(f["batch_size"]).text()
+    except ValueError as e:
+        raise ConfigError(f"setting 'fitness.batch_size': {e}") from None
+    if f["batch_size"] == "fixed" or f["evaluator"] != "proxy":
+        return
+    if f["gradients"] != "backprop":
+        raise ConfigError("setting 'fitness.batch_size' is the norm test, which needs per-example gradients; "
+                          f"'fitness.gradients' is {f['gradients']!r}, not \"backprop\"")
+    where = {n: "fitness.tasks" for n in f["tasks"] or suite_tasks(f["suite"])}
+    if cfg["hurdle"]["enabled"]:
+        where.update({n: "hurdle.tasks" for n in cfg["hurdle"]["tasks"] if n not in where})
+    for stage in cfg["funnel"]["stages"] if cfg["funnel"]["top_k"] else []:
+        if stage.get("kind", "evaluate") == "evaluate":
+            names = stage.get("tasks") or (suite_tasks(stage["suite"]) if "suite" in stage else [])
+            where.update({n: f"funnel stage '{stage['name']}'" for n in names if n not in where})
+    try:
+        no_examples = sorted((n, w) for n, w in where.items() if not get_task(n).example_batches)
+    except KeyError as e:
+        raise ConfigError(str(e)) from None
+    if no_examples:
+        listed = ", ".join(f"{n} ({w})" for n, w in no_examples)
+        raise ConfigError(f"setting 'fitness.batch_size' is the norm test, which grows minibatches of examples, "
+                          f"and these tasks have none: {listed}")
 
 
 def _check_macro_weights(weights: Mapping[str, Any]) -> dict[str, float]:
@@ -332,6 +365,8 @@ def search_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
         out["aggregate"] = f["aggregate"]
     if f.get("gradients", "backprop") != "backprop":  # the same reason
         out["gradients"] = f["gradients"]
+    if f.get("batch_size", "fixed") != "fixed":  # the same reason
+        out["batch_size"] = f["batch_size"]
     return out
 
 

@@ -184,7 +184,7 @@ def proxy_fitness(programs: Sequence[Program], settings: Mapping[str, Any]) -> l
     """Fitness from :func:`optdisco.evaluators.evaluate` with the given suite, tasks, seeds and budget."""
     from ..evaluators import evaluate  # type: ignore[attr-defined]
     kwargs = {k: settings[k] for k in ("suite", "tasks", "seeds", "budget", "time_limit", "cache_dir", "aggregate",
-                                       "gradients") if settings.get(k) not in (None, [], "")}
+                                       "gradients", "batch_size") if settings.get(k) not in (None, [], "")}
     return [Result.from_evaluation(ev) for ev in evaluate(list(programs), **kwargs)]
 
 

@@ -5,8 +5,8 @@ They depend on torch only, so they sit at the bottom of the layers beside ``erro
 evaluators use them to train candidates under growing batches or estimated gradients.
 """
 
-from .batch_size import NormTestBatchSize, per_sample_gradients
+from .batch_size import BatchSizeSpec, NormTestBatchSize, per_sample_gradients
 from .zeroth_order import GradientSpec, ZerothOrderGradients, cge_estimate, cge_rows, rge_estimate, rge_rows
 
-__all__ = ["GradientSpec", "NormTestBatchSize", "per_sample_gradients", "ZerothOrderGradients", "cge_estimate", "cge_rows",
+__all__ = ["BatchSizeSpec", "GradientSpec", "NormTestBatchSize", "per_sample_gradients", "ZerothOrderGradients", "cge_estimate", "cge_rows",
            "rge_estimate", "rge_rows"]

@@ -16,14 +16,26 @@ passed. The **coordinate-wise test** (AdAdaGrad's variant for per-coordinate Ada
 the same of every coordinate ``j``: ``V_j / b <= eta^2 g_j^2`` with
 ``V_j = 1/(b-1) * sum_i (G_ij - g_j)^2``, and grows to the largest per-coordinate need,
 ``b' = max_j ceil(V_j / (eta^2 g_j^2))``, over coordinates with ``g_j != 0``. The batch
-never shrinks and is capped at ``max_batch``. The paper's text was not at hand here: the
-formulas follow its abstract and the norm test of Byrd et al.
+never shrinks and is capped at ``max_batch``.
+
+Checked against the authors' reference code (github.com/timlautk/AdAdaGrad, ``tests.py``,
+``norm_test``; the paper's own text could not be read here): it computes ``V`` as the 1-norm
+of the per-coordinate unbiased variances of the per-example gradients, takes
+``max(b, V / (eta^2 ||g||^2))`` rounded up, caps it at the largest batch, and tests the
+batch the step used, with per-example gradients at the parameters before the step: the
+same as here. That code applies the norm test to AdaGrad and AdaGrad-Norm alike and has no
+coordinate-wise test; the coordinate-wise variant here is the same test asked of each
+coordinate, an extension that no reference checks.
+
+:class:`BatchSizeSpec` is the setting that lets the evaluators train every run under the
+controller (``[fitness] batch_size`` in a campaign).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -95,12 +107,81 @@ class NormTestBatchSize:
             return b
         return math.ceil(float((var[nonzero] / (eta2 * mean[nonzero] ** 2)).max()))
 
-    def update(self, grads: Sequence[torch.Tensor]) -> int:
+    @property
+    def tests_next(self) -> bool:
+        """Whether the next :meth:`update` runs the test (and so needs per-example gradients)."""
+        return (self.steps + 1) % self.every == 0
+
+    def update(self, grads: Sequence[torch.Tensor] | None) -> int:
         """Record one step with this batch's per-example gradients; returns the next batch size
-        ``min(max_batch, max(b, required))`` (tested every :attr:`every` steps)."""
+        ``min(max_batch, max(b, required))`` (tested every :attr:`every` steps; ``grads`` may
+        be None on a step that is not tested, see :attr:`tests_next`)."""
+        if self.tests_next and grads is None:
+            raise ValueError("this step runs the norm test: it needs the per-example gradients")
         self.history.append(self.batch_size)
         self.steps += 1
         if self.steps % self.every == 0:
+            assert grads is not None
             need = self.required(grads)
             self.batch_size = min(self.max_batch, max(self.batch_size, need))
         return self.batch_size
+
+
+_SPEC_KEYS = {"eta": float, "variant": str, "start": float, "growth": float, "every": int}
+
+
+@dataclass(frozen=True)
+class BatchSizeSpec:
+    """How the evaluators size training batches: "fixed" (the task's batch every step), or
+    the norm test growing them, written ``"norm_test:eta=1,variant=norm,start=0.25,growth=16"``.
+
+    Under the norm test a run of a task with batch ``B`` and ``T`` steps starts at
+    ``max(2, round(start * B))`` examples, grows by :class:`NormTestBatchSize` (``eta``,
+    ``variant``, testing every ``every`` steps) up to ``round(growth * B)``, and stops when it
+    has seen the fixed run's ``T * B`` examples: the same data budget, fewer or more steps.
+    """
+
+    method: str = "fixed"
+    eta: float = 1.0
+    variant: str = "norm"
+    start: float = 0.25
+    growth: float = 16.0
+    every: int = 1
+
+    @classmethod
+    def parse(cls, text: str) -> "BatchSizeSpec":
+        """The spec written as text (class docstring); ValueError naming what is wrong."""
+        method, _, rest = text.strip().partition(":")
+        if method not in ("fixed", "norm_test"):
+            raise ValueError(f"unknown batch-size control '{method}'; choose fixed or norm_test")
+        values: dict[str, float | int | str] = {}
+        for item in filter(None, (x.strip() for x in rest.split(","))):
+            key, eq, value = item.partition("=")
+            if not eq or key not in _SPEC_KEYS or method == "fixed":
+                raise ValueError(f"bad batch-size setting '{item}' in '{text}'; {method} takes "
+                                 f"{'nothing' if method == 'fixed' else ', '.join(k + '=' for k in _SPEC_KEYS)}")
+            try:
+                values[key] = _SPEC_KEYS[key](value)
+            except ValueError:
+                raise ValueError(f"bad value in batch-size setting '{item}'") from None
+        spec = cls(method, **values)  # type: ignore[arg-type]
+        if spec.variant not in VARIANTS:
+            raise ValueError(f"unknown norm-test variant '{spec.variant}' in '{text}'; choose one of "
+                             f"{', '.join(VARIANTS)}")
+        if not (spec.eta > 0 and 0 < spec.start <= spec.growth and spec.every >= 1):
+            raise ValueError(f"batch-size settings out of range in '{text}': need eta > 0, "
+                             "0 < start <= growth, every >= 1")
+        return spec
+
+    def text(self) -> str:
+        """The canonical text of this spec (what caches and stores key on)."""
+        if self.method == "fixed":
+            return "fixed"
+        return (f"norm_test:eta={self.eta:g},variant={self.variant},start={self.start:g},"
+                f"growth={self.growth:g},every={self.every}")
+
+    def controller(self, batch_size: int) -> NormTestBatchSize:
+        """A fresh controller for a task whose fixed batch is ``batch_size``."""
+        initial = max(2, round(self.start * batch_size))
+        return NormTestBatchSize(initial, eta=self.eta, variant=self.variant,
+                                 max_batch=max(initial, round(self.growth * batch_size)), every=self.every)

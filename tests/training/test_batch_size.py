@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import optdisco
-from optdisco.training import NormTestBatchSize, per_sample_gradients
+from optdisco.training import BatchSizeSpec, NormTestBatchSize, per_sample_gradients
 
 N, D = 4000, 6
 
@@ -102,3 +102,28 @@ def test_the_batch_never_shrinks_and_is_capped_and_tests_only_every_k_steps():
 def test_bad_settings_are_refused(kwargs):
     with pytest.raises(ValueError):
         NormTestBatchSize(**{"initial": 8, **kwargs})
+
+
+def test_the_batch_size_spec_round_trips_and_builds_the_controller_it_describes():
+    spec = BatchSizeSpec.parse(" norm_test: eta=0.5, variant=coordinate, start=0.5, growth=4, every=3")
+    assert BatchSizeSpec.parse(spec.text()) == spec
+    assert spec.text() == "norm_test:eta=0.5,variant=coordinate,start=0.5,growth=4,every=3"
+    ctl = spec.controller(64)
+    assert (ctl.batch_size, ctl.max_batch, ctl.eta, ctl.variant, ctl.every) == (32, 256, 0.5, "coordinate", 3)
+    assert BatchSizeSpec.parse("fixed").text() == "fixed"
+    assert BatchSizeSpec.parse("norm_test").controller(4).batch_size == 2, "never below 2 examples"
+
+
+@pytest.mark.parametrize("text", ["norm", "fixed:eta=1", "norm_test:eta=0", "norm_test:start=2,growth=1",
+                                  "norm_test:every=0", "norm_test:variant=l1", "norm_test:size=3", "norm_test:eta=x"])
+def test_bad_batch_size_specs_are_refused(text):
+    with pytest.raises(ValueError):
+        BatchSizeSpec.parse(text)
+
+
+def test_a_tested_step_needs_the_per_example_gradients():
+    ctl = NormTestBatchSize(8, every=2)
+    assert not ctl.tests_next and ctl.update(None) == 8
+    assert ctl.tests_next
+    with pytest.raises(ValueError, match="per-example"):
+        ctl.update(None)
