@@ -15,6 +15,8 @@ tensors and ~2k parameters; 196 tensors, 98 of 256x256 and 98 of 256; one tensor
 in interleaved rounds, with the first step's extra cost (the background compile must not
 show there). Its last lines are ``cpu <shape> vs fused AdamW: X``: median-of-rounds time of
 the AdamW rule over torch's fused AdamW (lower is better). ``--drop-in`` runs only that.
+``--matrix`` runs only the matrix rules' rows (SOAP, Shampoo, Muon against pytorch_optimizer's
+and torch's; see bench_matrix.py).
 """
 
 from __future__ import annotations
@@ -298,7 +300,13 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="small sizes, few steps (smoke test)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
     ap.add_argument("--drop-in", action="store_true", help="only the drop-in Optimizer comparison")
+    ap.add_argument("--matrix", action="store_true",
+                    help="only the SOAP, Shampoo and Muon rows against their peers (bench_matrix.py)")
     args = ap.parse_args()
+    if args.matrix:
+        from bench_matrix import print_matrix  # the sibling script (benchmarks/ is on sys.path)
+        print_matrix(args.quick)
+        return
     if args.drop_in:
         print_drop_in(args.quick)
         return

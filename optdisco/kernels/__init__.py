@@ -13,9 +13,9 @@ Every backend applies a rule to a list of parameters in place::
 * ``"triton"``: one generated fused Triton kernel per program, one launch per group
   (CUDA, or CPU tensors when ``TRITON_INTERPRET=1`` is set);
 * ``"auto"``: the eager interpreter for rules with matrix states (:mod:`optdisco.dsl.shapes`;
-  the other backends refuse them), else ``"triton"`` on a CUDA device when triton is installed, else the CPU fast
-  path (``"compile"`` for large groups, ``"foreach"`` for small ones; see
-  :mod:`optdisco.kernels.auto`).
+  the other backends refuse them; same-shaped parameters run stacked, as one batched call),
+  else ``"triton"`` on a CUDA device when triton is installed, else the CPU fast path
+  (``"compile"`` for large groups, ``"foreach"`` for small ones; see :mod:`optdisco.kernels.auto`).
 
 Triton and the compilers are imported only when a backend that needs them is built.
 
@@ -99,7 +99,7 @@ def _build(program: Program, backend: str, device: torch.device) -> Backend:
                 f"backend '{backend}' does not run rules with matrix states, factor or group built-ins "
                 f"(rule '{program.name}'); use backend='eager' or 'auto' (which runs them eagerly)")
         from .eager import EagerBackend
-        return EagerBackend(program)
+        return EagerBackend(program, batched=backend == "auto")
     if backend == "eager":
         from .eager import EagerBackend
         return EagerBackend(program)

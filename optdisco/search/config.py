@@ -58,6 +58,7 @@ SCHEMA: dict[str, dict[str, _Key]] = {
         "macro_weight": _Key(float, 0.0, 1.0),
         "macro_weights": _Key(dict),
         "prefilter": _Key(bool),
+        "allow_factor": _Key(bool),
     },
     "fitness": {
         "evaluator": _Key(str, choices=("proxy", "quadratic")),
@@ -98,7 +99,7 @@ SCHEMA: dict[str, dict[str, _Key]] = {
 # Settings added after stores were made, with the value that replays those stores' campaigns:
 # a stored config without them resumes as it ran.
 ADDED_LATER: dict[str, dict[str, Any]] = {
-    "space": {"macro_weight": 0.0, "macro_weights": {}, "prefilter": False},
+    "space": {"macro_weight": 0.0, "macro_weights": {}, "prefilter": False, "allow_factor": False},
     "hurdle": {"enabled": False, "tasks": [], "budget": 0.1, "quantile": 0.5, "warmup": 8},
     "fitness": {"gradients": "backprop", "batch_size": "fixed"},
 }

@@ -35,6 +35,9 @@ class Space:
     macro_weight: float = 0.0
     #: ``(macro name, weight)`` pairs a macro is drawn by.
     macro_weights: tuple[tuple[str, float], ...] = ()
+    #: Whether random programs may be matrix-state rules (half of them, in Shampoo's or SOAP's
+    #: form: :func:`optdisco.dsl.generate.random_matrix_program`).
+    allow_factor: bool = False
     #: Built-ins mutations may introduce, with the weight of each (operators included).
     ops: tuple[tuple[str, float], ...] = (
         ("add", 3.0), ("sub", 2.0), ("mul", 3.0), ("div", 2.0), ("neg", 0.5),
@@ -53,7 +56,8 @@ class Space:
         s = cfg["space"]
         return cls(max_statements=s["max_statements"], max_states=s["max_states"],
                    macro_weight=float(s.get("macro_weight", 0.0)),
-                   macro_weights=tuple((k, float(v)) for k, v in s.get("macro_weights", {}).items()))
+                   macro_weights=tuple((k, float(v)) for k, v in s.get("macro_weights", {}).items()),
+                   allow_factor=bool(s.get("allow_factor", False)))
 
 
 STATE_NAMES = ("m", "v", "s", "r", "z", "h", "q", "p")
@@ -373,13 +377,13 @@ SEED_RULE = "def rule(w, g):\n    return g\n"
 def random_program(rng: np.random.Generator, space: Space, name: str = "rule") -> Program:
     """A random valid program of the space: plain SGD grown by random insertions and states.
 
-    Draws with ``optdisco.dsl.generate.random_program``; after 20 draws outside the space,
-    grows plain SGD instead.
+    Draws with ``optdisco.dsl.generate.random_program`` (with ``space.allow_factor``, half the
+    draws are matrix-state rules); after 20 draws outside the space, grows plain SGD instead.
     """
     for _ in range(20):
         try:
             q = checked(generate(rng, max_statements=space.max_statements,
-                                 max_states=space.max_states), space)
+                                 max_states=space.max_states, allow_factor=space.allow_factor), space)
             return replace(q, name=name, docstring=None)
         except (Redraw, TypeError):
             continue

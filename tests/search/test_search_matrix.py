@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 
@@ -9,7 +11,7 @@ from optdisco import catalog, parse
 from optdisco.dsl import equivalent, trajectory
 from optdisco.search.config import load
 from optdisco.search.macro import apply_macro
-from optdisco.search.mutate import Space
+from optdisco.search.mutate import Space, random_program
 
 BIG = Space(max_statements=20, max_states=8)
 SOAP_LIKE_ADAMW = """def adamw(w, g, m, v, L: left_factor, R: right_factor, QL: left_factor, QR: right_factor, *,
@@ -58,3 +60,17 @@ def test_sgd_to_shampoo_in_one_macro():
                        .replace("R = R + gram_right(g)", "R = interp(gram_right(g), R, 0.999)"))
     verdict = equivalent(child, as_average)
     assert verdict, verdict.detail
+
+
+def test_random_programs_get_matrix_states_only_with_allow_factor(tmp_path):
+    assert load()["space"]["allow_factor"] is False
+    path = tmp_path / "matrix.toml"
+    path.write_text("[space]\nallow_factor = true\nmax_states = 6\nmax_statements = 10\n")
+    space = Space.from_config(load(path))
+    assert space.allow_factor
+    drawn = [random_program(np.random.default_rng(seed), space) for seed in range(40)]
+    matrix = [p for p in drawn if p.has_matrix_states]
+    assert 0 < len(matrix) < len(drawn)
+    assert any("QL" in p.state_names for p in matrix) and any("inv_root" in p.source() for p in matrix)
+    flat = replace(space, allow_factor=False)
+    assert not any(random_program(np.random.default_rng(seed), flat).has_matrix_states for seed in range(40))
