@@ -197,15 +197,16 @@ _LONG = _probes(_LONG_MODEL, LONG_STEPS, 40, _SEED + 1)
 
 
 def probe_updates(p: Program, hyperparameters: Mapping[str, float] | None = None, *,
-                  long: bool = False, steps: int | None = None) -> list[np.ndarray]:
+                  long: bool = False, steps: int | None = None, models: int | None = None) -> list[np.ndarray]:
     """The updates of ``p`` (float64) on every probe model and step, each the concatenation of
     the flattened updates of the model's tensors, in order (``long``: on the long probe
-    instead; ``steps``: only the first ``steps`` steps of each model)."""
-    return probe_updates_batch(p, [dict(hyperparameters or {})], long=long, steps=steps)[0]
+    instead; ``steps``: only the first ``steps`` steps of each model; ``models``: only the
+    first ``models`` models)."""
+    return probe_updates_batch(p, [dict(hyperparameters or {})], long=long, steps=steps, models=models)[0]
 
 
-def probe_updates_batch(p: Program, settings: Sequence[Mapping[str, float]], *,
-                        long: bool = False, steps: int | None = None) -> list[list[np.ndarray]]:
+def probe_updates_batch(p: Program, settings: Sequence[Mapping[str, float]], *, long: bool = False,
+                        steps: int | None = None, models: int | None = None) -> list[list[np.ndarray]]:
     """:func:`probe_updates` for each hyperparameter setting in ``settings``, in one batched
     run per shape group and step (the settings, then the group's tensors, along two leading
     batch dimensions, batch_dims=2, so whole-tensor reductions stay per setting and tensor)."""
@@ -214,7 +215,7 @@ def probe_updates_batch(p: Program, settings: Sequence[Mapping[str, float]], *,
     defaults = dict(p.hyperparameters)
     out: list[list[np.ndarray]] = [[] for _ in range(n)]
     with single_threaded():
-        for k, model in enumerate(_LONG if long else _PROBES):
+        for k, model in enumerate((_LONG if long else _PROBES)[:models]):
             per_group: list[list[torch.Tensor]] = []
             for j, (ws, gs) in enumerate(model):
                 ones = (1,) * ws[0].dim()
@@ -361,10 +362,10 @@ def symbolic_diff(found: Program, x: Program, fitted: Mapping[str, float]) -> st
 #: How many catalog rules, nearest first by fitted corr and by scale-blind corr, get every
 #: one-move edit tried (up to twice this many in all).
 COMPOSITION_BASES = 2
-#: The first steps of each probe model on which every edit is screened (corr at its defaults).
-SCREEN_STEPS = 3
+#: The first steps of the first probe model on which every edit is screened (corr at its defaults).
+SCREEN_STEPS = 4
 #: How many edits, best by screened corr, get the full probe and their constants fitted.
-FIT_COMPOSITIONS = 6
+FIT_COMPOSITIONS = 4
 
 
 def _with_values(x: Program, values: Mapping[str, float]) -> Program:
@@ -373,7 +374,7 @@ def _with_values(x: Program, values: Mapping[str, float]) -> Program:
 
 
 def _screen_steps(us: Sequence[np.ndarray]) -> list[np.ndarray]:
-    return [us[k * PROBE_STEPS + t] for k in range(len(_PROBES)) for t in range(SCREEN_STEPS)]
+    return list(us[:SCREEN_STEPS])
 
 
 def nearest_compositions(found: Program, found_u: Sequence[np.ndarray], matches: Sequence[Match],
@@ -381,7 +382,7 @@ def nearest_compositions(found: Program, found_u: Sequence[np.ndarray], matches:
     """The one-move compositions (:func:`optdisco.search.composition.one_move_edits`) of the
     ``COMPOSITION_BASES`` catalog rules nearest to ``found`` (highest fitted corr), each base
     at the constants fitted for it, fitted against ``found``: every edit is screened by its
-    corr at its defaults on the first ``SCREEN_STEPS`` steps of each probe model; the
+    corr at its defaults on the first ``SCREEN_STEPS`` steps of the first probe model; the
     ``FIT_COMPOSITIONS`` best (one per distinct screened update) get the full probe, their
     hyperparameters fitted as in :func:`classify`, their skeleton compared, and the long probe
     where the fitted corr reaches ``SAME``. Best first."""
@@ -399,10 +400,10 @@ def nearest_compositions(found: Program, found_u: Sequence[np.ndarray], matches:
     for name in bases:
         x = _with_values(rules[name], by_name[name].fitted)
         reference = dict(rules[name].hyperparameters)
-        base_screen = probe_updates(x, steps=SCREEN_STEPS)
+        base_screen = probe_updates(x, steps=SCREEN_STEPS, models=1)
         for edit in one_move_edits(x):
             try:
-                us = probe_updates(edit.program, steps=SCREEN_STEPS)
+                us = probe_updates(edit.program, steps=SCREEN_STEPS, models=1)
             except Exception:  # noqa: BLE001 - an edit the probes cannot run (a shape it rejects)
                 continue
             key = np.round(np.concatenate(us), 12).tobytes()
