@@ -1,16 +1,22 @@
 """What a found rule is, against the catalog: rediscovered, a variant, or a new structure.
 
 Nearest catalog rule, by update correlation on probe problems: both rules run in float64
-(the reference interpreter) on the same input streams, ``PROBES`` seeded problems of
-``PROBE_STEPS`` steps each. The inputs are shared, not the trajectories: every rule sees
-the same ``(w_t, g_t)`` with ``w_t`` a random walk and ``g_t = G_t + K * w_t`` (a noisy
-quadratic's gradient at ``w_t``), so rules whose steps differ only in scale (a constant the
-learning rate absorbs) see identical inputs. The score is the mean over problems and steps
-of the cosine between the two updates,
+(the reference interpreter) on the same input streams, ``PROBES`` seeded probe models of
+``PROBE_STEPS`` steps each. A probe model is four parameter tensors of two shapes, with
+parameter and gradient scales that differ from tensor to tensor (``_MODELS``); the rule runs
+on each tensor with its own states, as an optimizer runs on a model's parameters. The inputs
+are shared, not the trajectories: every rule sees the same ``(w_t, g_t)`` with ``w_t`` a
+random walk and ``g_t = G_t + K * w_t`` (a noisy quadratic's gradient at ``w_t``), so rules
+whose steps differ only in scale (a constant the learning rate absorbs) see identical
+inputs. The score is the mean over models and steps of the cosine between the two updates
+u(p, t), each the concatenation of the model's tensors' updates,
 
     corr(a, b) = mean_{p, t} <u_a(p, t), u_b(p, t)> / (|u_a(p, t)| |u_b(p, t)|),
 
-(1 for two zero updates, 0 for a zero against a nonzero or a non-finite update).
+(1 for two zero updates, 0 for a zero against a nonzero or a non-finite update). Because
+the cosine is taken over all tensors at once, a per-tensor factor (a trust ratio
+norm(w) / norm(u), a per-tensor normalization or mean) changes it; within one tensor it
+would not.
 
 Classes, for a found rule F against each known catalog rule X:
 
@@ -21,13 +27,23 @@ Classes, for a found rule F against each known catalog rule X:
 - ``variant of X``: not that, but X with other hyperparameter values reaches
   corr >= ``SAME`` (X's hyperparameters fitted by a greedy search over candidate values:
   X's default, 0, and F's own constants c and 1 - c), or F and X have the same skeleton
-  (their sympy forms equal once every hyperparameter and non-integer number is one symbol);
-  among several, the one the long probe confirms, then the same skeleton, then the fewest
-  changed constants;
-- ``new structure``: neither, for every X; the nearest X is the one of highest fitted corr.
+  (their sympy forms equal once every nonzero hyperparameter and non-integer number is one
+  symbol, a hyperparameter at 0 being 0); among several, the one the long probe confirms,
+  then the same skeleton, then the fewest changed constants;
+- ``variant of X (+ move)``: a composition, X plus one designer move M (one macro mutation
+  of :mod:`optdisco.search.macro`, every choice of it enumerated by
+  :func:`optdisco.search.composition.one_move_edits`), with X at its fitted constants and
+  then every hyperparameter of M(X) fitted as above, reaches corr >= ``SAME`` or has F's
+  skeleton. Tried (:func:`nearest_compositions`) when no plain variant has F's skeleton,
+  on the catalog rules nearest to F by corr and by the scale-blind corr
+  (:func:`blind_correlation`); it wins over a plain variant only where that lacks the long
+  probe's confirmation or the skeleton. The class stays ``"variant"`` and ``move`` names M;
+- ``new structure``: none of these, for every X; the nearest X is the one of highest fitted
+  corr, and the line names the nearest one-move composition.
 
 Only a new structure that beats tuned AdamW on the full held-out suite with its 95%
-interval above 0 is a discovery (:func:`is_discovery`).
+interval above 0 is a discovery (:func:`is_discovery`), so a composition of one known rule
+and one catalogued move never is.
 """
 
 from __future__ import annotations
@@ -48,8 +64,9 @@ from ..dsl.fingerprint import eliminate_dead_code, single_threaded
 from ..dsl.interpreter import run, zero_states
 from ..dsl.ir import Call, Const, Name, Program
 from ..dsl.symbolic import to_sympy
+from .composition import Edit, one_move_edits
 
-PROBES = 4
+PROBES = 2  # models (len(_MODELS)), each of four tensors in two shape groups
 PROBE_STEPS = 20
 PROBE_LR = 0.01
 LONG_STEPS = 400
@@ -72,6 +89,7 @@ class Match:
     equivalent: bool
     same_skeleton: bool
     corr_long: float | None = None     # on the long probe, where the short one gave >= SAME
+    corr_blind: float = 0.0            # blind_correlation at the catalog defaults
 
     @property
     def confirmed(self) -> bool:
@@ -80,9 +98,39 @@ class Match:
 
 
 @dataclass(frozen=True)
+class CompositionMatch:
+    """A found rule against catalog rule ``base`` plus one designer move: corr at the edit's
+    defaults (the base at its fitted constants, the move at the macro's), the best corr over
+    fitted hyperparameters and the values that reach it (against the catalog's and the
+    macro's defaults), skeleton, and corr on the long probe where the short one gave >= SAME."""
+
+    base: str
+    macro: str
+    move: str
+    corr_default: float
+    corr_fitted: float
+    fitted: dict[str, float]
+    same_skeleton: bool
+    corr_long: float | None = None
+
+    @property
+    def confirmed(self) -> bool:
+        """Whether the long probe confirms the short probe's corr >= SAME."""
+        return self.corr_long is not None and self.corr_long >= SAME
+
+    @property
+    def matches(self) -> bool:
+        """Whether the found rule is this composition (corr >= SAME, or the same skeleton)."""
+        return self.corr_fitted >= SAME or self.same_skeleton
+
+
+@dataclass(frozen=True)
 class Classification:
     """``kind`` is ``"rediscovered"``, ``"variant"`` or ``"new structure"``; ``nearest`` the
-    nearest catalog rule; ``label`` the class in words; ``diff`` the symbolic difference."""
+    nearest catalog rule; ``label`` the class in words; ``diff`` the symbolic difference;
+    ``move`` the designer move (:mod:`.composition`) that, added to ``nearest``, gives the
+    rule ("variant of rmsprop (+ trust ratio)"), or None; ``compositions`` the one-move
+    edits of the nearest catalog rules that were fitted."""
 
     kind: str
     nearest: str
@@ -90,78 +138,109 @@ class Classification:
     label: str
     diff: str
     matches: list[Match] = field(default_factory=list)
+    move: str | None = None
+    compositions: list[CompositionMatch] = field(default_factory=list)
 
     def line(self) -> str:
         """One line for a leaderboard, a report or a rule file."""
-        return f"{self.label} (update correlation {self.corr:.5f} with {self.nearest}); {self.diff}"
+        against = self.nearest if self.move is None else f"{self.nearest} + {self.move}"
+        return f"{self.label} (update correlation {self.corr:.5f} with {against}); {self.diff}"
 
 
-Probe = tuple[list[torch.Tensor], list[torch.Tensor]]
+#: One probe model: per shape group, the parameters w_t and gradients g_t of every step, each
+#: of shape ``(tensors, *shape)`` (the group's tensors stacked along a batch dimension).
+Probe = list[tuple[list[torch.Tensor], list[torch.Tensor]]]
+
+#: The probe models: per model, its shape groups as (shape, per-tensor parameter scales,
+#: per-tensor gradient scales). The scales differ from tensor to tensor and the ratios of the
+#: two differ, so that a per-tensor factor (a trust ratio norm(w) / norm(u), a per-tensor
+#: normalization, a mean over the tensor) reweights the tensors of the concatenated update.
+_MODELS: tuple[tuple[tuple[tuple[int, ...], tuple[float, ...], tuple[float, ...]], ...], ...] = (
+    (((6, 5), (0.05, 3.0), (1.0, 0.3)), ((40,), (1.0, 0.2), (0.05, 2.0))),
+    (((4, 8), (2.0, 0.1), (0.2, 1.0)), ((30,), (0.5, 5.0), (3.0, 0.1))),
+)
+_LONG_MODEL = ((((6, 5), (0.1, 1.0, 4.0), (1.0, 0.1, 0.5)),),)
 
 
-def _probes(n: int, steps: int, regime: int, seed: int) -> list[Probe]:
-    """Shared inputs: per problem, the parameters w_t and gradients g_t of every step; each
-    coordinate's gradient scale is redrawn every ``regime`` steps (so that long and short
-    memories of the gradient's square differ within the probe)."""
+def _probes(models, steps: int, regime: int, seed: int) -> list[Probe]:
+    """Shared inputs: per model and shape group, the parameters w_t and gradients g_t of every
+    step, with g_t = s * G_t + K * w_t (G_t standard normal times a per-coordinate scale redrawn
+    every ``regime`` steps, so that long and short memories of the gradient's square differ
+    within the probe; s the tensor's gradient scale; K a diagonal curvature in even models)."""
     gen = np.random.default_rng(seed)
     out = []
-    for k in range(n):
-        shape = [(6, 5), (40,), (4, 8), (30,)][k % 4]
-        curvature = gen.uniform(0.1, 2.0, shape) * (k % 2 == 0)
-        w = gen.standard_normal(shape)
-        ws, gs = [], []
-        for t in range(steps):
-            if t % regime == 0:
-                scale = 10.0 ** gen.uniform(-2, 0.5, shape)
-            ws.append(torch.from_numpy(w.copy()))
-            gs.append(torch.from_numpy(gen.standard_normal(shape) * scale + curvature * w))
-            w = w - 0.05 * gs[-1].numpy() + 0.01 * gen.standard_normal(shape)
-        out.append((ws, gs))
+    for k, groups in enumerate(models):
+        model = []
+        for shape, w_scales, g_scales in groups:
+            full = (len(w_scales), *shape)
+            tensor_axes = (slice(None),) + (None,) * len(shape)
+            w_scale = np.asarray(w_scales)[tensor_axes]
+            g_scale = np.asarray(g_scales)[tensor_axes]
+            curvature = gen.uniform(0.1, 2.0, full) * (k % 2 == 0)
+            w = gen.standard_normal(full) * w_scale
+            ws, gs = [], []
+            for t in range(steps):
+                if t % regime == 0:
+                    scale = 10.0 ** gen.uniform(-2, 0.5, full)
+                ws.append(torch.from_numpy(w.copy()))
+                gs.append(torch.from_numpy(gen.standard_normal(full) * scale * g_scale + curvature * w))
+                w = w - 0.05 * gs[-1].numpy() + 0.01 * w_scale * gen.standard_normal(full)
+            model.append((ws, gs))
+        out.append(model)
     return out
 
 
-_PROBES = _probes(PROBES, PROBE_STEPS, PROBE_STEPS, _SEED)
-#: One long problem, for the claims that rest on corr ~ 1: a 20-step probe cannot tell an EMA
+_PROBES = _probes(_MODELS, PROBE_STEPS, PROBE_STEPS, _SEED)
+#: One long model, for the claims that rest on corr ~ 1: a 20-step probe cannot tell an EMA
 #: of memory 1000 steps from a plain sum, nor small bias-correction differences.
-_LONG = _probes(1, LONG_STEPS, 40, _SEED + 1)
+_LONG = _probes(_LONG_MODEL, LONG_STEPS, 40, _SEED + 1)
 
 
 def probe_updates(p: Program, hyperparameters: Mapping[str, float] | None = None, *,
-                  long: bool = False) -> list[np.ndarray]:
-    """The updates of ``p`` (float64) on every probe problem and step, flattened, in order
-    (``long``: on the long probe instead)."""
-    return probe_updates_batch(p, [dict(hyperparameters or {})], long=long)[0]
+                  long: bool = False, steps: int | None = None, models: int | None = None) -> list[np.ndarray]:
+    """The updates of ``p`` (float64) on every probe model and step, each the concatenation of
+    the flattened updates of the model's tensors, in order (``long``: on the long probe
+    instead; ``steps``: only the first ``steps`` steps of each model; ``models``: only the
+    first ``models`` models)."""
+    return probe_updates_batch(p, [dict(hyperparameters or {})], long=long, steps=steps, models=models)[0]
 
 
-def probe_updates_batch(p: Program, settings: Sequence[Mapping[str, float]], *,
-                        long: bool = False) -> list[list[np.ndarray]]:
+def probe_updates_batch(p: Program, settings: Sequence[Mapping[str, float]], *, long: bool = False,
+                        steps: int | None = None, models: int | None = None) -> list[list[np.ndarray]]:
     """:func:`probe_updates` for each hyperparameter setting in ``settings``, in one batched
-    run per problem and step (the settings along a leading batch dimension, batch_dims=1,
-    so whole-tensor reductions stay per setting)."""
+    run per shape group and step (the settings, then the group's tensors, along two leading
+    batch dimensions, batch_dims=2, so whole-tensor reductions stay per setting and tensor)."""
     n = len(settings)
     names = [h for h, _ in p.hyperparameters]
     defaults = dict(p.hyperparameters)
     out: list[list[np.ndarray]] = [[] for _ in range(n)]
     with single_threaded():
-        for k, (ws, gs) in enumerate(_LONG if long else _PROBES):
-            ones = (1,) * ws[0].dim()
-            hyper = {h: torch.tensor([float(s.get(h, defaults[h])) for s in settings],
-                                     dtype=torch.float64).reshape(n, *ones) for h in names}
-            gen = torch.Generator().manual_seed(_SEED + k)
-            states = zero_states(p, torch.zeros((n, *ws[0].shape), dtype=torch.float64), batch_dims=1)
-            for t, (w, g) in enumerate(zip(ws, gs), start=1):
-                wb, gb = w.expand(n, *w.shape), g.expand(n, *g.shape)
-                u, states = run(p, wb, gb, states, step=float(t), lr=PROBE_LR, hyperparameters=hyper,
-                                batch_dims=1, generator=gen)
+        for k, model in enumerate((_LONG if long else _PROBES)[:models]):
+            per_group: list[list[torch.Tensor]] = []
+            for j, (ws, gs) in enumerate(model):
+                ones = (1,) * ws[0].dim()
+                hyper = {h: torch.tensor([float(s.get(h, defaults[h])) for s in settings],
+                                         dtype=torch.float64).reshape(n, *ones) for h in names}
+                gen = torch.Generator().manual_seed(_SEED + 16 * k + j)
+                states = zero_states(p, torch.zeros((n, *ws[0].shape), dtype=torch.float64), batch_dims=2)
+                us = []
+                for t, (w, g) in enumerate(zip(ws[:steps], gs[:steps]), start=1):
+                    wb, gb = w.expand(n, *w.shape), g.expand(n, *g.shape)
+                    u, states = run(p, wb, gb, states, step=float(t), lr=PROBE_LR, hyperparameters=hyper,
+                                    batch_dims=2, generator=gen)
+                    us.append(u.reshape(n, -1))
+                per_group.append(us)
+            for step_us in zip(*per_group):
+                joined = torch.cat(step_us, dim=1).numpy()
                 for i in range(n):
-                    out[i].append(u[i].reshape(-1).numpy())
+                    out[i].append(joined[i])
     return out
 
 
 def _cos(a: np.ndarray, b: np.ndarray) -> float:
-    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+    na, nb = math.sqrt(float(np.dot(a, a))), math.sqrt(float(np.dot(b, b)))
+    if not (math.isfinite(na) and math.isfinite(nb)):  # a nan or inf (or an overflowing) entry
         return 0.0
-    na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
     if na == 0.0 and nb == 0.0:
         return 1.0
     if na == 0.0 or nb == 0.0:
@@ -172,6 +251,24 @@ def _cos(a: np.ndarray, b: np.ndarray) -> float:
 def correlation(a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> float:
     """Mean per-step cosine between two rules' probe updates (see the module doc)."""
     return float(np.mean([_cos(x, y) for x, y in zip(a, b)]))
+
+
+def _tensor_sizes(models) -> list[list[int]]:
+    return [[math.prod(shape) for shape, w_scales, _ in groups for _ in w_scales] for groups in models]
+
+
+_SIZES = _tensor_sizes(_MODELS)
+
+
+def blind_correlation(a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> float:
+    """The scale-blind corr of two rules' (short) probe updates: the mean over models, steps
+    and tensors of the cosine within one tensor, so blind to any per-tensor factor (a trust
+    ratio); used to choose the catalog rules a one-move composition starts from."""
+    out = []
+    for i, (x, y) in enumerate(zip(a, b)):
+        cuts = np.cumsum(_SIZES[i // PROBE_STEPS])[:-1]
+        out += [_cos(p, q) for p, q in zip(np.split(x, cuts), np.split(y, cuts))]
+    return float(np.mean(out))
 
 
 def _constants(p: Program) -> list[float]:
@@ -209,18 +306,23 @@ def _fit(found_u: Sequence[np.ndarray], x: Program, found: Program, max_changes:
 def skeleton(p: Program) -> tuple[str, ...]:
     """The rule's structure: its sympy update and new states (in order, dead code removed)
     with every hyperparameter and every non-integer number replaced by one symbol ``c``
-    (so Lion with beta1 = beta2 has Signum's skeleton: coarse, on the side of "not new")."""
-    return _skeleton(p.source())
+    (so Lion with beta1 = beta2 has Signum's skeleton: coarse, on the side of "not new"),
+    except a hyperparameter whose value is 0, which is 0 (a term times wd = 0 is not there)."""
+    from dataclasses import replace
+    zeros = replace(p, docstring=None, hyperparameters=tuple((n, 0.0 if v == 0.0 else 1.0)
+                                                             for n, v in p.hyperparameters))
+    return _skeleton(zeros.source())
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=1024)
 def _skeleton(source: str) -> tuple[str, ...]:
     from ..dsl import parse
     from ..dsl.symbolic import Timeout, time_limit
     p = eliminate_dead_code(parse(source))
     rule = to_sympy(p)
     c = sympy.Symbol("c")
-    subs = {rule.symbols[h]: c for h, _ in p.hyperparameters}
+    subs: dict[sympy.Basic, sympy.Basic] = {rule.symbols[h]: sympy.Integer(0) if v == 0.0 else c
+                                            for h, v in p.hyperparameters}
     subs.update({rule.symbols[s]: sympy.Symbol(f"s{i}") for i, s in enumerate(p.state_names)})
 
     def shape(e: sympy.Expr) -> str:
@@ -250,30 +352,112 @@ def known_rules() -> dict[str, Program]:
 
 def symbolic_diff(found: Program, x: Program, fitted: Mapping[str, float]) -> str:
     """What separates ``found`` from catalog rule ``x``, in words: the hyperparameter values
-    that differ (after fitting), and whether the skeletons (:func:`skeleton`) agree."""
+    that differ (after fitting), and whether the skeletons (:func:`skeleton`, at those values) agree."""
     parts = [f"{n} = {v:.4g} (catalog {dict(x.hyperparameters)[n]:.4g})" for n, v in fitted.items()]
-    same = _same_skeleton(found, x)
+    same = _same_skeleton(found, _with_values(x, fitted))
     where = f"same skeleton as {x.name}" if same else f"not {x.name}'s skeleton"
     return where + (f"; at {', '.join(parts)}" if parts else "")
 
 
-def classify(found: Program, catalog_rules: Mapping[str, Program] | None = None) -> Classification:
+#: How many catalog rules, nearest first by fitted corr and by scale-blind corr, get every
+#: one-move edit tried (up to twice this many in all).
+COMPOSITION_BASES = 2
+#: The first steps of the first probe model on which every edit is screened (corr at its defaults).
+SCREEN_STEPS = 4
+#: How many edits, best by screened corr, get the full probe and their constants fitted.
+FIT_COMPOSITIONS = 4
+
+
+def _with_values(x: Program, values: Mapping[str, float]) -> Program:
+    from dataclasses import replace
+    return replace(x, hyperparameters=tuple((n, float(values.get(n, v))) for n, v in x.hyperparameters))
+
+
+def _screen_steps(us: Sequence[np.ndarray]) -> list[np.ndarray]:
+    return list(us[:SCREEN_STEPS])
+
+
+def nearest_compositions(found: Program, found_u: Sequence[np.ndarray], matches: Sequence[Match],
+                         rules: Mapping[str, Program]) -> list[CompositionMatch]:
+    """The one-move compositions (:func:`optdisco.search.composition.one_move_edits`) of the
+    ``COMPOSITION_BASES`` catalog rules nearest to ``found`` (highest fitted corr), each base
+    at the constants fitted for it, fitted against ``found``: every edit is screened by its
+    corr at its defaults on the first ``SCREEN_STEPS`` steps of the first probe model; the
+    ``FIT_COMPOSITIONS`` best (one per distinct screened update) get the full probe, their
+    hyperparameters fitted as in :func:`classify`, their skeleton compared, and the long probe
+    where the fitted corr reaches ``SAME``. Best first."""
+    found_screen = _screen_steps(found_u)
+    # a base that already matches needs no move; the scale-blind order finds the base of a
+    # per-tensor move (a trust ratio) that the concatenated corr ranks low
+    open_ = [m for m in matches if m.corr_fitted < SAME]
+    by_corr = sorted(open_, key=lambda m: (-round(m.corr_fitted, 6), len(m.fitted)))
+    by_blind = sorted(open_, key=lambda m: -round(m.corr_blind, 6))
+    bases = list(dict.fromkeys([m.name for m in by_corr[:COMPOSITION_BASES]]
+                               + [m.name for m in by_blind[:COMPOSITION_BASES]]))
+    by_name = {m.name: m for m in matches}
+    screened: list[tuple[float, str, Edit, dict[str, float]]] = []
+    seen: set[bytes] = set()
+    for name in bases:
+        x = _with_values(rules[name], by_name[name].fitted)
+        reference = dict(rules[name].hyperparameters)
+        base_screen = probe_updates(x, steps=SCREEN_STEPS, models=1)
+        for edit in one_move_edits(x):
+            try:
+                us = probe_updates(edit.program, steps=SCREEN_STEPS, models=1)
+            except Exception:  # noqa: BLE001 - an edit the probes cannot run (a shape it rejects)
+                continue
+            key = np.round(np.concatenate(us), 12).tobytes()
+            if key in seen or correlation(base_screen, us) >= SAME:
+                continue  # updates already kept (another site or base), or a move that does nothing here
+            seen.add(key)
+            screened.append((correlation(found_screen, us), name, edit, reference))
+    screened.sort(key=lambda s: -s[0])
+    found_long: list[np.ndarray] | None = None
+    out = []
+    for _, name, edit, reference in screened[:FIT_COMPOSITIONS]:
+        q = edit.program
+        at_default = correlation(found_u, probe_updates(q))
+        fitted_c, fit = (at_default, {}) if at_default >= SAME else _fit(found_u, q, found)
+        values = {**dict(q.hyperparameters), **fit}
+        start = {**dict(q.hyperparameters), **reference}  # the catalog's constants, the macro's defaults
+        changed = {n: v for n, v in values.items() if v != start[n]}
+        long_c = None
+        if fitted_c >= SAME:
+            found_long = found_long if found_long is not None else probe_updates(found, long=True)
+            long_c = correlation(found_long, probe_updates(q, fit, long=True))
+        out.append(CompositionMatch(name, edit.macro, edit.move, at_default, fitted_c, changed,
+                                    _same_skeleton(found, _with_values(q, fit)), long_c))
+    return sorted(out, key=lambda c: (not c.matches, not c.confirmed, not c.same_skeleton, len(c.fitted),
+                                      -round(c.corr_fitted, 6)))
+
+
+def _constants_text(values: Mapping[str, float], reference: Mapping[str, float]) -> str:
+    return ", ".join(f"{n} = {v:.4g}" + (f" (catalog {reference[n]:.4g})" if n in reference else "")
+                     for n, v in values.items())
+
+
+def classify(found: Program, catalog_rules: Mapping[str, Program] | None = None, *,
+             compositions: bool = True) -> Classification:
     """The class of ``found`` against ``catalog_rules`` (default: :func:`known_rules`), by the
     rules of the module doc. Every catalog rule gets its hyperparameters fitted (batched
-    probe runs; several seconds for the whole catalog)."""
+    probe runs); then, unless a catalog rule of the same skeleton was found (or with
+    ``compositions`` False), the one-move compositions of the nearest catalog rules
+    (:func:`nearest_compositions`)."""
     rules = dict(catalog_rules if catalog_rules is not None else known_rules())
     found_u = probe_updates(found)
     found_long: list[np.ndarray] | None = None
     matches: list[Match] = []
     for n, x in rules.items():
-        at_default = correlation(found_u, probe_updates(x))
+        x_u = probe_updates(x)
+        at_default = correlation(found_u, x_u)
         fitted_c, fitted = (at_default, {}) if at_default >= SAME else _fit(found_u, x, found)
         eq = bool(equivalent(found, x)) if at_default >= SAME else False
         long_c = None
         if fitted_c >= SAME:
             found_long = found_long if found_long is not None else probe_updates(found, long=True)
             long_c = correlation(found_long, probe_updates(x, fitted, long=True))
-        matches.append(Match(n, at_default, fitted_c, fitted, eq, _same_skeleton(found, x), long_c))
+        matches.append(Match(n, at_default, fitted_c, fitted, eq, _same_skeleton(found, _with_values(x, fitted)), long_c,
+                             blind_correlation(found_u, x_u)))
     same_now = [m for m in matches if m.equivalent or (m.corr_default >= SAME and m.confirmed)]
     if same_now:
         m = max(same_now, key=lambda m: (m.equivalent, m.same_skeleton, m.corr_default))
@@ -281,18 +465,42 @@ def classify(found: Program, catalog_rules: Mapping[str, Program] | None = None)
             f"same updates at the catalog constants ({LONG_STEPS}-step probe: {m.corr_long:.6f})"
         return Classification("rediscovered", m.name, m.corr_default, f"rediscovered {m.name}", how, matches)
     variants = [m for m in matches if m.corr_fitted >= SAME or m.same_skeleton]
-    if variants:
-        # the long probe's confirmation first, then the same skeleton, then the fewest changed
-        # constants, the closer updates, and the shorter catalog rule
-        m = max(variants, key=lambda m: (m.confirmed, m.same_skeleton, -len(m.fitted), round(m.corr_fitted, 6),
-                                         -len(rules[m.name].body)))
+    # the long probe's confirmation first, then the same skeleton, then the fewest changed
+    # constants, the closer updates, and the shorter catalog rule
+    best = max(variants, key=lambda m: (m.confirmed, m.same_skeleton, -len(m.fitted), round(m.corr_fitted, 6),
+                                        -len(rules[m.name].body))) if variants else None
+
+    def variant(m: Match, comps: list[CompositionMatch]) -> Classification:
         diff = symbolic_diff(found, rules[m.name], m.fitted)
         if m.corr_long is not None and not m.confirmed:
             diff += f"; the {LONG_STEPS}-step probe tells them apart (correlation {m.corr_long:.5f})"
-        return Classification("variant", m.name, m.corr_fitted, f"variant of {m.name}", diff, matches)
+        return Classification("variant", m.name, m.corr_fitted, f"variant of {m.name}", diff, matches,
+                              compositions=comps)
+
+    if best is not None and (best.same_skeleton or not compositions):
+        return variant(best, [])
+    comps = nearest_compositions(found, found_u, matches, rules) if compositions else []
+    hit = comps[0] if comps and comps[0].matches else None
+    # a composition wins over a plain variant only by a confirmation or a skeleton the variant lacks
+    if hit is not None and (best is None or (hit.confirmed, hit.same_skeleton) > (best.confirmed, best.same_skeleton)):
+        x = rules[hit.base]
+        diff = (f"{hit.base} with one move, {hit.move}; "
+                + ("same skeleton" if hit.same_skeleton else f"not the skeleton of {hit.base} + {hit.move}"))
+        if hit.fitted:
+            diff += "; at " + _constants_text(hit.fitted, dict(x.hyperparameters))
+        if hit.corr_long is not None and not hit.confirmed:
+            diff += f"; the {LONG_STEPS}-step probe tells them apart (correlation {hit.corr_long:.5f})"
+        return Classification("variant", hit.base, hit.corr_fitted, f"variant of {hit.base} (+ {hit.move})", diff,
+                              matches, move=hit.move, compositions=comps)
+    if best is not None:
+        return variant(best, comps)
     m = max(matches, key=lambda m: (round(m.corr_fitted, 4), -len(m.fitted)))
-    return Classification("new structure", m.name, m.corr_fitted, "new structure",
-                          f"nearest {m.name}: " + symbolic_diff(found, rules[m.name], m.fitted), matches)
+    diff = f"nearest {m.name}: " + symbolic_diff(found, rules[m.name], m.fitted)
+    if comps:
+        c = max(comps, key=lambda c: round(c.corr_fitted, 6))
+        diff += f"; nearest one-move composition {c.base} + {c.move} (update correlation {c.corr_fitted:.5f})"
+    return Classification("new structure", m.name, m.corr_fitted, "new structure", diff, matches,
+                          compositions=comps)
 
 
 def is_discovery(kind: str, heldout_fitness: float, ci_low: float | None) -> bool:

@@ -115,6 +115,13 @@ def _value_sites(p: Program) -> list[Site]:
     return out
 
 
+def value_sites(p: Program) -> list[Site]:
+    """Every site a site-taking macro (ema, rms_normalize, squash, orthogonalize,
+    interp_gradient) may draw in ``p``, in program order (for callers that enumerate the
+    moves instead of drawing one, such as :mod:`optdisco.search.composition`)."""
+    return _value_sites(p)
+
+
 def _site(p: Program, rng: np.random.Generator, site: Site | None) -> Site:
     return site if site is not None else _pick(rng, _value_sites(p))
 

@@ -34,7 +34,10 @@ def test_found_rules_are_classed_and_the_heldout_stage_has_the_envelope(campaign
     store, found, _ = campaign
     info = json.loads(store.get_meta(f"class:{found[0]}"))
     assert info["kind"] in {"rediscovered", "variant", "new structure"}
-    assert info["label"].endswith(info["kind"] if info["kind"] == "new structure" else info["nearest"])
+    # a composition's label names its move after the rule: "variant of rmsprop (+ trust ratio)"
+    expected = {"rediscovered": f"rediscovered {info['nearest']}", "variant": f"variant of {info['nearest']}",
+                "new structure": "new structure"}[info["kind"]]
+    assert info["label"] == expected or info["label"].startswith(expected + " (+ ")
     # the quadratic evaluator gives no per-seed losses (no envelope), not a discovery at one seed
     assert info["discovery"] is False
     heldout = json.loads(store.get_meta("funnel"))[-1]
